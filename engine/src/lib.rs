@@ -14,4 +14,4 @@ pub mod kinds;
 pub mod log;
 
 pub use error::{Corruption, CorruptionKind, Error, Result};
-pub use log::{Durability, FlushMode, Log, LogOptions, LogStats, NewRecord, Record, RecoveryReport, SegmentInfo, TailCase};
+pub use log::{Durability, FlushMode, Log, LogOptions, LogStats, NewRecord, Record, RecoveryReport, SegmentInfo, TailCase, VerifySummary};

@@ -18,6 +18,7 @@ mod commit;
 pub mod format;
 pub mod recovery;
 pub mod segment;
+mod verify;
 
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::io::{LockGuard, OsStorage, ReadMap, Storage};
 use format::{Slot, RECORD_HEADER_BYTES};
 pub use recovery::{RecoveryReport, TailCase};
+pub use commit::OnDurable;
+pub use verify::VerifySummary;
 use segment::{Body, Segment};
 
 /// Default segment capacity: 64 MiB.
