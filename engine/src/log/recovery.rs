@@ -152,8 +152,11 @@ pub fn recover(storage: &dyn Storage, dir: &Path, default_first_index: u64, acce
         (None, Some(file)) => {
             let tail = scan_tail(last, access)?;
             report.tail = tail.case.clone();
-            if let Some(repair) = tail.repair {
-                repair_torn_tail(file.as_ref(), last, &repair, access)?;
+            if let Some(repair) = &tail.repair {
+                repair_torn_tail(file.as_ref(), last, repair, access)?;
+            }
+            if access == Access::Writable {
+                resync_unacknowledged(file.as_ref(), last, &tail)?;
             }
             active_offsets = tail.offsets;
             active_file = Some(file.clone());
@@ -456,6 +459,35 @@ fn repair_torn_tail(file: &dyn StorageFile, segment: &Segment, repair: &Repair, 
             .map_err(|error| Error::io("syncing a repaired tail", error))?;
     }
     Ok(())
+}
+
+/// Rewrites and syncs the records past the watermark. They were written
+/// but maybe never synced: after a failed `fdatasync` the kernel may have
+/// marked their pages clean without persisting them, so reading them back
+/// proves nothing. Rewriting makes the pages dirty again, so the sync
+/// really persists them. The extent is bounded by the unsynced limit.
+///
+/// On disk when it returns `Ok`: every record the tail scan accepted.
+fn resync_unacknowledged(file: &dyn StorageFile, segment: &Segment, tail: &TailScan) -> Result<()> {
+    let Body::Active { map } = &segment.body else {
+        unreachable!("only an unsealed segment has a tail");
+    };
+    let durable_count = tail.watermark.durable_end.saturating_sub(segment.first_index()) as usize;
+    let Some(&start) = tail.offsets.get(durable_count) else {
+        return Ok(());
+    };
+    let last = *tail.offsets.last().expect("offsets is non-empty past durable_count");
+    let bytes = map.bytes();
+    let header: &[u8; format::RECORD_HEADER_BYTES] = bytes[last as usize..last as usize + format::RECORD_HEADER_BYTES]
+        .try_into()
+        .expect("slice has the header's length");
+    let end = last as u64 + format::RecordHeader::parse(header).map_or(0, |header| header.framed_len());
+    let copy = bytes[start as usize..end as usize].to_vec();
+    let rewrite = || -> std::io::Result<()> {
+        file.write_all_at(&copy, start as u64)?;
+        file.sync_data()
+    };
+    rewrite().map_err(|error| Error::io("re-syncing unacknowledged records", error))
 }
 
 /// Writes zeros over `[start, end)`. Not durable until synced.
