@@ -59,6 +59,26 @@ pub(super) struct WriterCell {
     round: Mutex<()>,
     /// Held by truncate, purge, seal and compress: one at a time.
     maintenance: Mutex<()>,
+    /// A zero-filled file ready to become the next segment, made by the
+    /// preallocator thread so that a rollover never writes a segment's
+    /// worth of zeros on the append path.
+    spare: Mutex<SpareSlot>,
+    /// Wakes the preallocator when the spare is taken, and at shutdown.
+    spare_wanted: Condvar,
+}
+
+/// The spare and whether the log is closing. Lock order: the writer state
+/// may be held when taking this lock, never the other way round.
+#[derive(Default)]
+struct SpareSlot {
+    spare: Option<Spare>,
+    closed: bool,
+}
+
+struct Spare {
+    path: std::path::PathBuf,
+    file: Arc<dyn StorageFile>,
+    capacity: u64,
 }
 
 struct WriterState {
@@ -155,7 +175,13 @@ impl WriterCell {
             flusher_wake: Condvar::new(),
             round: Mutex::new(()),
             maintenance: Mutex::new(()),
+            spare: Mutex::new(SpareSlot::default()),
+            spare_wanted: Condvar::new(),
         }
+    }
+
+    fn spare(&self) -> MutexGuard<'_, SpareSlot> {
+        self.spare.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, WriterState> {
@@ -166,6 +192,8 @@ impl WriterCell {
         self.lock().shutting_down = true;
         self.changed.notify_all();
         self.flusher_wake.notify_all();
+        self.spare().closed = true;
+        self.spare_wanted.notify_all();
     }
 }
 
@@ -517,7 +545,7 @@ impl Log {
             first_index: state.next_index,
             capacity: state.segment_bytes,
         };
-        let file = segment::create(self.shared.storage.as_ref(), &self.shared.dir, header).map_err(disk_full)?;
+        let file = self.new_segment_file(header).map_err(disk_full)?;
         let map = file
             .map(header.capacity)
             .map_err(|error| Error::io("mapping a new segment", error))?;
@@ -540,6 +568,69 @@ impl Log {
         }));
         view.active_offsets.clear();
         Ok(())
+    }
+
+    /// The file for a new segment: the preallocated spare when one of the
+    /// right size is ready, else one created here and now.
+    fn new_segment_file(&self, header: SegmentHeader) -> Result<Arc<dyn StorageFile>> {
+        let storage = self.shared.storage.as_ref();
+        let dir = &self.shared.dir;
+        let writer = self.writer()?;
+        let spare = writer.spare().spare.take();
+        let file = match spare {
+            Some(spare) if spare.capacity == header.capacity => {
+                segment::install_spare(storage, dir, &spare.path, spare.file, header)
+            }
+            _ => segment::create(storage, dir, header),
+        };
+        writer.spare_wanted.notify_one();
+        file
+    }
+
+    /// The preallocator thread: keeps one spare segment ready. Ends at
+    /// shutdown, removing an unused spare.
+    pub(super) fn run_preallocator(&self) {
+        let Some(writer) = &self.shared.writer else {
+            return;
+        };
+        let storage = self.shared.storage.as_ref();
+        let capacity = self.shared.options.segment_bytes;
+        for made in 0u64.. {
+            // A fresh name each time: the last spare may still be on its
+            // way to becoming a segment under its old name.
+            let path = self.shared.dir.join(format!("spare-{made}{}", segment::TEMP_SUFFIX));
+            {
+                let slot = writer
+                    .spare_wanted
+                    .wait_while(writer.spare(), |slot| slot.spare.is_some() && !slot.closed)
+                    .unwrap_or_else(|poison| poison.into_inner());
+                if slot.closed {
+                    if let Some(unused) = &slot.spare {
+                        let _ = storage.remove(&unused.path);
+                    }
+                    return;
+                }
+            }
+            match segment::create_spare(storage, &path, capacity) {
+                Ok(file) => {
+                    let mut slot = writer.spare();
+                    if slot.closed {
+                        let _ = storage.remove(&path);
+                        return;
+                    }
+                    slot.spare = Some(Spare { path: path.clone(), file, capacity });
+                }
+                Err(error) => {
+                    // No spare: rollovers create segments inline and report
+                    // a full disk themselves. Try again after the next one.
+                    tracing::debug!(%error, "could not preallocate a spare segment");
+                    let slot = writer.spare();
+                    if !slot.closed {
+                        let _unused = writer.spare_wanted.wait(slot).unwrap_or_else(|poison| poison.into_inner());
+                    }
+                }
+            }
+        }
     }
 
     /// Seals the active segment, if there is one with records; an empty

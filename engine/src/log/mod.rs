@@ -209,6 +209,7 @@ struct View {
 pub struct Log {
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
+    preallocator: Option<JoinHandle<()>>,
     /// False for the flusher thread's handle: only the owner closes.
     owner: bool,
 }
@@ -313,27 +314,30 @@ impl Log {
         Self {
             shared: Arc::new(shared),
             flusher: None,
+            preallocator: None,
             owner: true,
         }
     }
 
-    /// Starts the flusher thread.
+    /// Starts the flusher and preallocator threads.
     fn with_flusher(mut self) -> Self {
+        // Without the flusher, blocking appends still lead their own
+        // commits; without the preallocator, rollovers create segments
+        // inline. Both are speed, not correctness.
+        self.flusher = self.spawn("farmlog-flusher", Self::run_flusher);
+        self.preallocator = self.spawn("farmlog-prealloc", Self::run_preallocator);
+        self
+    }
+
+    fn spawn(&self, name: &str, body: fn(&Self)) -> Option<JoinHandle<()>> {
         let handle = Self {
             shared: self.shared.clone(),
             flusher: None,
+            preallocator: None,
             owner: false,
         };
-        let spawned = std::thread::Builder::new()
-            .name("farmlog-flusher".into())
-            .spawn(move || handle.run_flusher());
-        match spawned {
-            Ok(thread) => self.flusher = Some(thread),
-            // Without the thread, blocking appends still lead their own
-            // commits; callback appends complete with the next one.
-            Err(error) => tracing::error!(%error, "could not start the flusher thread"),
-        }
-        self
+        let spawned = std::thread::Builder::new().name(name.into()).spawn(move || body(&handle));
+        spawned.map_err(|error| tracing::error!(%error, name, "could not start a thread")).ok()
     }
 
     /// What opening found and did.
@@ -606,8 +610,8 @@ impl Drop for Log {
         if let Some(writer) = &self.shared.writer {
             writer.shut_down();
         }
-        if let Some(flusher) = self.flusher.take() {
-            let _ = flusher.join();
+        for thread in [self.flusher.take(), self.preallocator.take()].into_iter().flatten() {
+            let _ = thread.join();
         }
         if self.shared.writer.is_some() {
             // Bring the watermark up to date so that the next open can tell

@@ -60,52 +60,68 @@ pub fn parse_name(name: &str) -> Option<(u64, bool)> {
 /// header and an initial watermark (`durable_end = first_index`), durable,
 /// with a durable directory entry. On error the temporary file is removed
 /// (best effort) and nothing else changed.
-pub fn create(
+pub fn create(storage: &dyn Storage, dir: &Path, header: SegmentHeader) -> Result<Arc<dyn StorageFile>> {
+    let temp = dir.join(format!("{}{TEMP_SUFFIX}", segment_name(header.sequence)));
+    let file = create_spare(storage, &temp, header.capacity)?;
+    install_spare(storage, dir, &temp, file, header)
+}
+
+/// Writes a zero-filled file of `capacity` bytes at `temp` and syncs it:
+/// a spare, ready to become a segment. Its name ends in `.tmp`, so an
+/// open after a crash removes it.
+///
+/// On disk when it returns `Ok`: the zeros, durable (the directory entry
+/// is not synced: a spare lost in a crash costs nothing). On error the
+/// file is removed (best effort).
+pub fn create_spare(storage: &dyn Storage, temp: &Path, capacity: u64) -> Result<Arc<dyn StorageFile>> {
+    let context = || format!("preallocating {}", temp.display());
+    let write = || -> std::io::Result<Arc<dyn StorageFile>> {
+        let file = storage.open(temp, OpenMode::CreateNew)?;
+        let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+        let mut offset = 0u64;
+        while offset < capacity {
+            let chunk = (capacity - offset).min(ZERO_CHUNK_BYTES as u64) as usize;
+            file.write_all_at(&zeros[..chunk], offset)?;
+            offset += chunk as u64;
+        }
+        file.sync_data()?;
+        Ok(file)
+    };
+    write().map_err(|error| {
+        let _ = storage.remove(temp);
+        Error::io(context(), error)
+    })
+}
+
+/// Turns a spare into segment `header.sequence`: writes its header and
+/// initial watermark, syncs, renames it into place, syncs the directory.
+///
+/// On disk when it returns `Ok`: the segment, durable, under its final
+/// name. On error the spare is removed (best effort).
+pub fn install_spare(
     storage: &dyn Storage,
     dir: &Path,
+    temp: &Path,
+    file: Arc<dyn StorageFile>,
     header: SegmentHeader,
 ) -> Result<Arc<dyn StorageFile>> {
     let name = segment_name(header.sequence);
-    let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
-    let result = write_new_segment(storage, &temp, header);
-    if result.is_err() {
-        let _ = storage.remove(&temp);
-        return result.map(|_| unreachable!("result is an error"));
-    }
-    let path = dir.join(&name);
-    storage
-        .rename(&temp, &path)
-        .map_err(|error| Error::io(format!("renaming {name} into place"), error))?;
-    storage
-        .sync_dir(dir)
-        .map_err(|error| Error::io("syncing the log directory", error))?;
-    storage
-        .open(&path, OpenMode::ReadWrite)
-        .map_err(|error| Error::io(format!("opening {name}"), error))
-}
-
-fn write_new_segment(storage: &dyn Storage, temp: &Path, header: SegmentHeader) -> Result<()> {
-    let context = || format!("preallocating {}", temp.display());
-    let file = storage
-        .open(temp, OpenMode::CreateNew)
-        .map_err(|error| Error::io(context(), error))?;
-    let zeros = vec![0u8; ZERO_CHUNK_BYTES];
-    let mut offset = 0u64;
-    while offset < header.capacity {
-        let chunk = (header.capacity - offset).min(ZERO_CHUNK_BYTES as u64) as usize;
-        file.write_all_at(&zeros[..chunk], offset)
-            .map_err(|error| Error::io(context(), error))?;
-        offset += chunk as u64;
-    }
-    file.write_all_at(&header.encode(), 0)
-        .map_err(|error| Error::io(context(), error))?;
     let watermark = format::Watermark {
         generation: 0,
         durable_end: header.first_index,
     };
-    file.write_all_at(&watermark.encode(), watermark.slot_offset())
-        .map_err(|error| Error::io(context(), error))?;
-    file.sync_data().map_err(|error| Error::io(context(), error))
+    let install = || -> std::io::Result<()> {
+        file.write_all_at(&header.encode(), 0)?;
+        file.write_all_at(&watermark.encode(), watermark.slot_offset())?;
+        file.sync_data()?;
+        storage.rename(temp, &dir.join(&name))?;
+        storage.sync_dir(dir)
+    };
+    install().map_err(|error| {
+        let _ = storage.remove(temp);
+        Error::io(format!("creating segment {name}"), error)
+    })?;
+    Ok(file)
 }
 
 /// Bytes a segment of `capacity` can hold in records when sealed with
