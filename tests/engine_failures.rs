@@ -138,3 +138,23 @@ fn bad_input_gets_a_clear_error() {
     let bad = LogOptions { segment_bytes: 1000, ..sim_options() };
     assert!(matches!(Log::open_with(Arc::new(storage.clone()), &sim_dir().join("other"), bad), Err(Error::InvalidInput { .. })));
 }
+
+#[test]
+fn unsafe_no_sync_loses_records_on_power_loss_but_still_opens() {
+    let storage = sim_storage(12);
+    let options = LogOptions { durability: farmlog_engine::Durability::UnsafeNoSync, ..sim_options() };
+    let log = Log::open_with(Arc::new(storage.clone()), &sim_dir(), options.clone()).expect("open");
+    for round in 0..50 {
+        log.append(&batch(1, &[vec![round as u8; 700]])).expect("unsafe append");
+    }
+    storage.crash();
+    drop(log);
+    // No watermark ever claimed those records: the open cuts whatever was
+    // lost instead of failing with DurableRecordLost.
+    let log = Log::open_with(Arc::new(storage.clone()), &sim_dir(), options).expect("open after power loss");
+    assert!(log.next_index() <= 51);
+    for record in log.range(..) {
+        let record = record.expect("what survived is intact");
+        assert_eq!(record.payload(), &vec![(record.index() - 1) as u8; 700][..]);
+    }
+}

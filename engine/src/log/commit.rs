@@ -357,7 +357,7 @@ impl Log {
                 fail_all(failed, &cause);
                 return Err(Error::Poisoned { cause });
             }
-            match plan_round(&state) {
+            match plan_round(&state, self.shared.options.durability) {
                 Some(plan) => {
                     state.round_running = true;
                     plan
@@ -1036,12 +1036,13 @@ fn restore_uncompressed(log: &Log, segment: &Segment, image: &[u8]) -> Result<()
 }
 
 /// What the next round must do, if anything.
-fn plan_round(state: &WriterState) -> Option<RoundPlan> {
+fn plan_round(state: &WriterState, durability: Durability) -> Option<RoundPlan> {
     let unsynced = state.acked_ticket < state.next_ticket;
-    let stale_watermark = state
-        .active
-        .as_ref()
-        .is_some_and(|active| active.watermark.durable_end < state.durable_end.max(active.header.first_index));
+    let stale_watermark = durability == Durability::Synced
+        && state
+            .active
+            .as_ref()
+            .is_some_and(|active| active.watermark.durable_end < state.durable_end);
     if !unsynced && !stale_watermark {
         return None;
     }
@@ -1049,10 +1050,12 @@ fn plan_round(state: &WriterState) -> Option<RoundPlan> {
         .active
         .as_ref()
         .map(|active| (active.file.clone(), active.header.sequence, active.write_offset));
-    // The watermark may claim only what is already acknowledged durable.
+    // The watermark may claim only what is already acknowledged durable,
+    // and an unsynced log has nothing durable to claim.
     let watermark = state
         .active
         .as_ref()
+        .filter(|_| durability == Durability::Synced)
         .filter(|active| active.watermark.durable_end < state.durable_end)
         .map(|active| Watermark {
             generation: active.watermark.generation + 1,
@@ -1104,7 +1107,7 @@ impl Log {
                     .unwrap_or_else(|poison| poison.into_inner());
                 state = woken;
                 let idle = timeout.timed_out() && state.rounds == rounds_before;
-                if !wants_round(&state) && !(idle && watermark_stale(&state)) && !state.shutting_down {
+                if !wants_round(&state) && !(idle && watermark_stale(&state, self.shared.options.durability)) && !state.shutting_down {
                     continue;
                 }
             }
@@ -1130,8 +1133,9 @@ fn wants_round(state: &WriterState) -> bool {
     !state.pending.is_empty() && !state.round_running && state.poisoned.is_none()
 }
 
-fn watermark_stale(state: &WriterState) -> bool {
-    state.poisoned.is_none()
+fn watermark_stale(state: &WriterState, durability: Durability) -> bool {
+    durability == Durability::Synced
+        && state.poisoned.is_none()
         && state
             .active
             .as_ref()

@@ -413,7 +413,12 @@ impl Log {
             .segments
             .iter()
             .map(|segment| match &segment.body {
-                Body::Compressed { path, .. } => std::fs::metadata(path).map_or(0, |meta| meta.len()),
+                Body::Compressed { path, .. } => self
+                    .shared
+                    .storage
+                    .open(path, crate::io::OpenMode::Read)
+                    .and_then(|file| file.len())
+                    .unwrap_or(0),
                 _ => segment.header.capacity,
             })
             .sum();
