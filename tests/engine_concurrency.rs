@@ -16,7 +16,11 @@ const APPENDS_EACH: u64 = 400;
 fn payload(appender: u64, sequence: u64) -> Vec<u8> {
     let stamp = format!("{appender}/{sequence}/");
     let len = 100 + ((appender * 7919 + sequence * 104_729) % 3000) as usize;
-    stamp.bytes().chain(std::iter::repeat(b'x')).take(len.max(stamp.len())).collect()
+    stamp
+        .bytes()
+        .chain(std::iter::repeat(b'x'))
+        .take(len.max(stamp.len()))
+        .collect()
 }
 
 fn parse(payload: &[u8]) -> (u64, u64) {
@@ -30,7 +34,11 @@ fn parse(payload: &[u8]) -> (u64, u64) {
 #[test]
 fn concurrent_appenders_readers_and_rollovers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = LogOptions { segment_bytes: 256 << 10, disk_reserve_bytes: 0, ..LogOptions::default() };
+    let options = LogOptions {
+        segment_bytes: 256 << 10,
+        disk_reserve_bytes: 0,
+        ..LogOptions::default()
+    };
     let log = Arc::new(Log::open(dir.path(), options).expect("open"));
     let callback_acks = Arc::new(AtomicU64::new(0));
     let callback_errors = Arc::new(Mutex::new(Vec::new()));
@@ -43,12 +51,10 @@ fn concurrent_appenders_readers_and_rollovers() {
             let mut passes = 0u64;
             while !done.load(Ordering::SeqCst) || passes == 0 {
                 let end = log.next_index();
-                let mut expected = log.first_index();
-                for record in log.range(..end) {
+                for (expected, record) in (log.first_index()..).zip(log.range(..end)) {
                     let record = record.expect("a published record reads back intact");
                     assert_eq!(record.index(), expected);
                     parse(record.payload());
-                    expected += 1;
                 }
                 let read_only = Log::open_read_only(log.dir()).expect("read-only open beside the writer");
                 for record in read_only.range(..) {
@@ -68,7 +74,12 @@ fn concurrent_appenders_readers_and_rollovers() {
             std::thread::spawn(move || {
                 for sequence in 0..APPENDS_EACH {
                     let bytes = payload(appender, sequence);
-                    let record = [NewRecord { term: 1, group: 0, kind: 0, payload: &bytes }];
+                    let record = [NewRecord {
+                        term: 1,
+                        group: 0,
+                        kind: 0,
+                        payload: &bytes,
+                    }];
                     if appender % 2 == 0 {
                         let last = log.append(&record).expect("append");
                         assert!(log.durable_end() > last, "acknowledged means durable");
@@ -108,7 +119,11 @@ fn concurrent_appenders_readers_and_rollovers() {
     assert_eq!(log.next_index() - log.first_index(), total);
     assert!(log.segments().len() > 10, "the test should cross many rollovers");
     let stats = log.stats();
-    assert!(stats.commit_syncs < total, "appends shared syncs: {} syncs for {total} records", stats.commit_syncs);
+    assert!(
+        stats.commit_syncs < total,
+        "appends shared syncs: {} syncs for {total} records",
+        stats.commit_syncs
+    );
 
     let check = |log: &Log| {
         let mut seen = BTreeSet::new();
@@ -116,7 +131,10 @@ fn concurrent_appenders_readers_and_rollovers() {
             let record = record.expect("read");
             let (appender, sequence) = parse(record.payload());
             assert_eq!(record.payload(), &payload(appender, sequence)[..]);
-            assert!(seen.insert((appender, sequence)), "duplicate record {appender}/{sequence}");
+            assert!(
+                seen.insert((appender, sequence)),
+                "duplicate record {appender}/{sequence}"
+            );
         }
         assert_eq!(seen.len() as u64, total);
     };
@@ -130,7 +148,15 @@ fn concurrent_appenders_readers_and_rollovers() {
         .filter(|name| name.ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
-    let reopened = Log::open(dir.path(), LogOptions { segment_bytes: 256 << 10, disk_reserve_bytes: 0, ..LogOptions::default() }).expect("reopen");
+    let reopened = Log::open(
+        dir.path(),
+        LogOptions {
+            segment_bytes: 256 << 10,
+            disk_reserve_bytes: 0,
+            ..LogOptions::default()
+        },
+    )
+    .expect("reopen");
     check(&reopened);
     reopened.verify(&mut |_| {}).expect("verify");
 }

@@ -25,7 +25,11 @@ struct Outcome {
 /// The scripted workload. Stops at the first error (the machine died).
 fn workload(storage: &SimStorage) -> Outcome {
     let log = open_sim(storage);
-    let mut outcome = Outcome { model: Model::new(log.first_index()), truncating_after: None, purging_before: None };
+    let mut outcome = Outcome {
+        model: Model::new(log.first_index()),
+        truncating_after: None,
+        purging_before: None,
+    };
     let result = steps(&log, &mut outcome);
     if result.is_err() {
         assert!(storage.is_dead(), "workload failed without a crash: {result:?}");
@@ -37,7 +41,9 @@ fn workload(storage: &SimStorage) -> Outcome {
 fn steps(log: &Log, outcome: &mut Outcome) -> farmlog_engine::Result<()> {
     let model = &mut outcome.model;
     for round in 0..12u64 {
-        let lengths: Vec<usize> = (0..(round as usize % 4 + 1)).map(|i| (round as usize * 997 + i * 131) % 7000).collect();
+        let lengths: Vec<usize> = (0..(round as usize % 4 + 1))
+            .map(|i| (round as usize * 997 + i * 131) % 7000)
+            .collect();
         let payloads = model.stage(1, &lengths);
         log.append(&batch(1, &payloads))?;
         model.ack_all();
@@ -70,18 +76,31 @@ fn check_recovered(log: &Log, outcome: &Outcome) {
     let model = &outcome.model;
     let first = log.first_index();
     let allowed_first = first == model.first || outcome.purging_before == Some(first);
-    assert!(allowed_first, "log starts at {first}, model at {} (purging {:?})", model.first, outcome.purging_before);
+    assert!(
+        allowed_first,
+        "log starts at {first}, model at {} (purging {:?})",
+        model.first, outcome.purging_before
+    );
     let acked_end = model.first + model.acked as u64;
     let must_reach = match outcome.truncating_after {
         Some(target) => acked_end.min(target + 1),
         None => acked_end,
     };
-    assert!(log.next_index() >= must_reach, "acknowledged records lost: log ends at {}, must reach {must_reach}", log.next_index());
+    assert!(
+        log.next_index() >= must_reach,
+        "acknowledged records lost: log ends at {}, must reach {must_reach}",
+        log.next_index()
+    );
     assert!(log.next_index() <= model.next(), "records that were never written");
     for record in log.range(..) {
         let record = record.unwrap_or_else(|error| panic!("reading a recovered record: {error}"));
         let want = model.get(record.index());
-        assert_eq!((record.term(), record.payload()), (want.term, &want.payload[..]), "record {}", record.index());
+        assert_eq!(
+            (record.term(), record.payload()),
+            (want.term, &want.payload[..]),
+            "record {}",
+            record.index()
+        );
     }
 }
 
@@ -107,10 +126,14 @@ fn crash_at_every_sync_point() {
             check_recovered(&log, &outcome);
             // The recovered log takes appends and survives a clean reopen.
             let next = log.next_index();
-            log.append(&batch(9, &[b"after recovery".to_vec()])).expect("append after recovery");
+            log.append(&batch(9, &[b"after recovery".to_vec()]))
+                .expect("append after recovery");
             drop(log);
             let log = open_sim(&storage);
-            assert_eq!(log.read(next).expect("record written after recovery").payload(), b"after recovery");
+            assert_eq!(
+                log.read(next).expect("record written after recovery").payload(),
+                b"after recovery"
+            );
         }
     }
 }

@@ -23,7 +23,10 @@ fn durable_log(storage: &SimStorage) -> Model {
         log.append(&batch(1, &payloads)).expect("append");
     }
     model.ack_all();
-    assert!(log.segments().len() >= 3, "the test needs sealed segments and an active one");
+    assert!(
+        log.segments().len() >= 3,
+        "the test needs sealed segments and an active one"
+    );
     model
 }
 
@@ -34,7 +37,9 @@ fn try_open(storage: &SimStorage) -> farmlog_engine::Result<Log> {
 /// (segment, offset) of a record.
 fn location(storage: &SimStorage, index: u64) -> (u64, u64) {
     let log = open_sim(storage);
-    log.read(index).expect("the record is readable before the damage").location()
+    log.read(index)
+        .expect("the record is readable before the damage")
+        .location()
 }
 
 #[test]
@@ -49,10 +54,16 @@ fn bit_flip_in_a_sealed_segment_is_reported_at_read_with_its_location() {
     let log = try_open(&storage).expect("open does not scan sealed segments");
     let error = log.read(index).expect_err("a damaged record must not read back");
     let corruption = error.corruption().expect("a corruption error");
-    assert_eq!((corruption.segment, corruption.offset, corruption.index), (segment, offset, Some(index)));
+    assert_eq!(
+        (corruption.segment, corruption.offset, corruption.index),
+        (segment, offset, Some(index))
+    );
     assert_eq!(corruption.kind, CorruptionKind::RecordChecksum);
     // Iteration stops at it with the same error; verify finds it too.
-    let stopped = log.range(..).find_map(|record| record.err()).expect("iteration reports the damage");
+    let stopped = log
+        .range(..)
+        .find_map(|record| record.err())
+        .expect("iteration reports the damage");
     assert_eq!(stopped.corruption(), Some(corruption));
     let verified = log.verify(&mut |_| {}).expect_err("verify reports the damage");
     assert_eq!(verified.corruption(), Some(corruption));
@@ -72,15 +83,27 @@ fn bit_flip_in_an_acknowledged_tail_record_fails_the_open_with_its_location() {
     let Error::DurableRecordLost(corruption) = &error else {
         panic!("expected DurableRecordLost, got {error}");
     };
-    assert_eq!((corruption.segment, corruption.offset, corruption.index), (segment, offset, Some(index)));
+    assert_eq!(
+        (corruption.segment, corruption.offset, corruption.index),
+        (segment, offset, Some(index))
+    );
     // The message an operator sees names all three.
     let message = error.to_string();
-    assert!(message.contains(&format!("{segment:020}")) && message.contains(&offset.to_string()) && message.contains(&index.to_string()), "{message}");
+    assert!(
+        message.contains(&format!("{segment:020}"))
+            && message.contains(&offset.to_string())
+            && message.contains(&index.to_string()),
+        "{message}"
+    );
     // The failed open changed nothing: a read-only open still sees it all,
     // and reports the damage instead of hiding it.
     let read_only = Log::open_read_only_with(Arc::new(storage.clone()), &sim_dir()).expect("read-only open");
     assert!(matches!(read_only.recovery_report().tail, TailCase::DurableDamaged(_)));
-    assert_eq!(read_only.next_index(), index, "read-only view ends before the damaged record");
+    assert_eq!(
+        read_only.next_index(),
+        index,
+        "read-only view ends before the damaged record"
+    );
 }
 
 #[test]
@@ -89,7 +112,9 @@ fn zeroed_acknowledged_record_is_reported_missing_not_truncated() {
     let model = durable_log(&storage);
     let index = model.next() - 2;
     let (segment, offset) = location(&storage, index);
-    let file = storage.open(&segment_path(segment), OpenMode::ReadWrite).expect("open segment");
+    let file = storage
+        .open(&segment_path(segment), OpenMode::ReadWrite)
+        .expect("open segment");
     file.write_all_at(&vec![0u8; 4096], offset).expect("zero");
     file.sync_data().expect("sync");
     drop(file);
@@ -97,7 +122,10 @@ fn zeroed_acknowledged_record_is_reported_missing_not_truncated() {
     let error = try_open(&storage).expect_err("acknowledged records are missing");
     let corruption = error.corruption().expect("located");
     assert!(matches!(error, Error::DurableRecordLost(_)));
-    assert_eq!((corruption.segment, corruption.offset, corruption.index), (segment, offset, Some(index)));
+    assert_eq!(
+        (corruption.segment, corruption.offset, corruption.index),
+        (segment, offset, Some(index))
+    );
     assert!(matches!(corruption.kind, CorruptionKind::Missing { .. }));
 }
 

@@ -9,7 +9,11 @@ use farmlog_tests::{batch, check, open_sim, sim_dir, sim_options, sim_storage, M
 #[test]
 fn second_writer_gets_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = LogOptions { segment_bytes: 64 << 10, disk_reserve_bytes: 0, ..LogOptions::default() };
+    let options = LogOptions {
+        segment_bytes: 64 << 10,
+        disk_reserve_bytes: 0,
+        ..LogOptions::default()
+    };
     let first = Log::open(dir.path(), options.clone()).expect("first writer");
     let error = Log::open(dir.path(), options.clone()).expect_err("second writer");
     assert!(matches!(error, Error::Locked { .. }), "{error}");
@@ -25,7 +29,10 @@ fn second_writer_gets_a_clear_error() {
 #[test]
 fn nearly_full_disk_refuses_appends_until_space_returns() {
     let storage = sim_storage(7);
-    let options = farmlog_engine::LogOptions { disk_reserve_bytes: 1 << 20, ..sim_options() };
+    let options = farmlog_engine::LogOptions {
+        disk_reserve_bytes: 1 << 20,
+        ..sim_options()
+    };
     let log = Log::open_with(Arc::new(storage.clone()), &sim_dir(), options).expect("open");
     let mut model = Model::new(log.first_index());
     let payloads = model.stage(1, &[100]);
@@ -35,7 +42,16 @@ fn nearly_full_disk_refuses_appends_until_space_returns() {
     storage.set_available_bytes(Some(512 << 10));
     let refused = model.clone().stage(1, &[100]);
     let error = log.append(&batch(1, &refused)).expect_err("below the reserve");
-    assert!(matches!(error, Error::DiskNearlyFull { available_bytes: 524288, reserve_bytes: 1048576 }), "{error}");
+    assert!(
+        matches!(
+            error,
+            Error::DiskNearlyFull {
+                available_bytes: 524288,
+                reserve_bytes: 1048576
+            }
+        ),
+        "{error}"
+    );
     check(&log, &model);
 
     storage.set_available_bytes(None);
@@ -133,16 +149,28 @@ fn bad_input_gets_a_clear_error() {
     let error = log.append(&batch(1, &[huge])).expect_err("too large");
     assert!(error.to_string().contains("payload"), "{error}");
     let too_big_for_segment = vec![0u8; 70_000];
-    assert!(matches!(log.append(&batch(1, &[too_big_for_segment])), Err(Error::InvalidInput { .. })));
+    assert!(matches!(
+        log.append(&batch(1, &[too_big_for_segment])),
+        Err(Error::InvalidInput { .. })
+    ));
     assert!(matches!(log.read(99), Err(Error::OutOfRange { index: 99, .. })));
-    let bad = LogOptions { segment_bytes: 1000, ..sim_options() };
-    assert!(matches!(Log::open_with(Arc::new(storage.clone()), &sim_dir().join("other"), bad), Err(Error::InvalidInput { .. })));
+    let bad = LogOptions {
+        segment_bytes: 1000,
+        ..sim_options()
+    };
+    assert!(matches!(
+        Log::open_with(Arc::new(storage.clone()), &sim_dir().join("other"), bad),
+        Err(Error::InvalidInput { .. })
+    ));
 }
 
 #[test]
 fn unsafe_no_sync_loses_records_on_power_loss_but_still_opens() {
     let storage = sim_storage(12);
-    let options = LogOptions { durability: farmlog_engine::Durability::UnsafeNoSync, ..sim_options() };
+    let options = LogOptions {
+        durability: farmlog_engine::Durability::UnsafeNoSync,
+        ..sim_options()
+    };
     let log = Log::open_with(Arc::new(storage.clone()), &sim_dir(), options.clone()).expect("open");
     for round in 0..50 {
         log.append(&batch(1, &[vec![round as u8; 700]])).expect("unsafe append");

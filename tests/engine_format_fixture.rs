@@ -24,8 +24,12 @@ fn fixture_dir() -> PathBuf {
 /// What record `index` holds: term, kind and payload.
 fn expected(index: u64) -> (u64, u16, Vec<u8>) {
     let term = 1 + index / 100;
-    if index % 3 == 0 {
-        let payload = BenchPayload { appender: (index % 7) as u32, sequence: index, body: vec![(index % 251) as u8; (index % 90) as usize] };
+    if index.is_multiple_of(3) {
+        let payload = BenchPayload {
+            appender: (index % 7) as u32,
+            sequence: index,
+            body: vec![(index % 251) as u8; (index % 90) as usize],
+        };
         (term, kinds::BENCH, kinds::encode_bench(&payload))
     } else {
         let text = format!("farmlog format v1 record {index} ").repeat(1 + (index % 40) as usize);
@@ -34,7 +38,11 @@ fn expected(index: u64) -> (u64, u16, Vec<u8>) {
 }
 
 fn options() -> LogOptions {
-    LogOptions { segment_bytes: 64 << 10, disk_reserve_bytes: 0, ..LogOptions::default() }
+    LogOptions {
+        segment_bytes: 64 << 10,
+        disk_reserve_bytes: 0,
+        ..LogOptions::default()
+    }
 }
 
 fn check_contents(log: &Log) {
@@ -62,9 +70,18 @@ fn format_v1_fixture_still_reads() {
     check_contents(&log);
     log.verify(&mut |_| {}).expect("the fixture verifies clean");
     let segments = log.segments();
-    assert!(segments.iter().any(|segment| segment.compressed), "fixture has a compressed segment");
-    assert!(segments.iter().any(|segment| segment.sealed && !segment.compressed), "and a sealed one");
-    assert!(segments.last().is_some_and(|segment| !segment.sealed), "and an active one");
+    assert!(
+        segments.iter().any(|segment| segment.compressed),
+        "fixture has a compressed segment"
+    );
+    assert!(
+        segments.iter().any(|segment| segment.sealed && !segment.compressed),
+        "and a sealed one"
+    );
+    assert!(
+        segments.last().is_some_and(|segment| !segment.sealed),
+        "and an active one"
+    );
 
     // A writable open (on a copy: opening writes nothing unless it must
     // repair, but the committed fixture stays untouched) appends after it.
@@ -75,7 +92,14 @@ fn format_v1_fixture_still_reads() {
     }
     let log = Log::open(copy.path(), options()).expect("writable open of the fixture");
     check_contents(&log);
-    let next = log.append(&[NewRecord { term: 9, group: 0, kind: kinds::RAW, payload: b"v1 continues" }]).expect("append");
+    let next = log
+        .append(&[NewRecord {
+            term: 9,
+            group: 0,
+            kind: kinds::RAW,
+            payload: b"v1 continues",
+        }])
+        .expect("append");
     assert_eq!(next, LAST + 1);
 }
 
@@ -86,11 +110,21 @@ fn write_fixture() {
         return;
     }
     let dir = fixture_dir();
-    assert!(!dir.exists(), "{} exists: a fixture is frozen once committed", dir.display());
+    assert!(
+        !dir.exists(),
+        "{} exists: a fixture is frozen once committed",
+        dir.display()
+    );
     let log = Log::open(&dir, options()).expect("create");
     for index in 1..=LAST + 20 {
         let (term, kind, payload) = expected(index);
-        log.append(&[NewRecord { term, group: 0, kind, payload: &payload }]).expect("append");
+        log.append(&[NewRecord {
+            term,
+            group: 0,
+            kind,
+            payload: &payload,
+        }])
+        .expect("append");
         if index == 120 {
             log.seal().expect("seal");
         }

@@ -71,7 +71,13 @@ impl Harness {
         let storage = sim_storage(seed);
         let log = open_sim(&storage);
         let model = Model::new(log.first_index());
-        Self { storage, log: Some(log), model, term: 1, callback_acked_end: Arc::new(AtomicU64::new(0)) }
+        Self {
+            storage,
+            log: Some(log),
+            model,
+            term: 1,
+            callback_acked_end: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     fn log(&self) -> &Log {
@@ -95,7 +101,10 @@ impl Harness {
                         acked_end.fetch_max(last + 1, Ordering::SeqCst);
                     }
                 });
-                let last = self.log().submit(&batch(self.term, &payloads), on_durable).expect("submit");
+                let last = self
+                    .log()
+                    .submit(&batch(self.term, &payloads), on_durable)
+                    .expect("submit");
                 assert_eq!(last, self.model.next() - 1);
             }
             Op::Commit => {
@@ -103,7 +112,11 @@ impl Harness {
                 self.model.ack_all();
             }
             Op::Truncate(back) => {
-                let target = self.model.next().saturating_sub(1 + back).max(self.model.first.saturating_sub(1));
+                let target = self
+                    .model
+                    .next()
+                    .saturating_sub(1 + back)
+                    .max(self.model.first.saturating_sub(1));
                 self.log().truncate_after(target).expect("truncate_after");
                 self.model.ack_all();
                 self.model.truncate_after(target);
@@ -156,7 +169,10 @@ impl Harness {
 
     fn recover(&mut self) {
         // Whatever a callback acknowledged must survive the crash.
-        let promised = self.callback_acked_end.load(Ordering::SeqCst).saturating_sub(self.model.first) as usize;
+        let promised = self
+            .callback_acked_end
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.model.first) as usize;
         self.model.acked = self.model.acked.max(promised.min(self.model.records.len()));
         let log = open_sim(&self.storage);
         self.model.adopt_after_crash(&log);
@@ -182,7 +198,7 @@ fn run(seed: u64, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1024, max_shrink_iters: 2000, ..ProptestConfig::default() })]
 
     #[test]
     fn log_matches_model_through_crashes(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..60)) {
@@ -222,6 +238,7 @@ fn every_op_in_one_scenario() {
 fn read_only_log_refuses_writes() {
     let storage = sim_storage(1);
     drop(open_sim(&storage));
-    let log = Log::open_read_only_with(std::sync::Arc::new(storage), &farmlog_tests::sim_dir()).expect("read-only open");
+    let log =
+        Log::open_read_only_with(std::sync::Arc::new(storage), &farmlog_tests::sim_dir()).expect("read-only open");
     assert!(matches!(log.append(&batch(1, &[b"x".to_vec()])), Err(Error::ReadOnly)));
 }

@@ -33,10 +33,7 @@ pub enum Error {
     /// Free space fell below the configured reserve. Nothing was written;
     /// appends work again once space returns.
     #[error("disk nearly full: {available_bytes} bytes available, reserve is {reserve_bytes} bytes; append refused")]
-    DiskNearlyFull {
-        available_bytes: u64,
-        reserve_bytes: u64,
-    },
+    DiskNearlyFull { available_bytes: u64, reserve_bytes: u64 },
 
     /// Bytes on disk are not what the log wrote: see [`Corruption`].
     #[error("{0}")]
@@ -74,9 +71,7 @@ impl Error {
     }
 
     pub(crate) fn invalid(reason: impl Into<String>) -> Self {
-        Self::InvalidInput {
-            reason: reason.into(),
-        }
+        Self::InvalidInput { reason: reason.into() }
     }
 
     /// The corruption this error reports, if it is one.

@@ -49,7 +49,12 @@ pub fn access_bench(bytes: &[u8]) -> Result<&ArchivedBenchPayload, String> {
 
 /// The archived size of a bench payload whose body is `body_len` bytes.
 pub fn bench_overhead() -> usize {
-    encode_bench(&BenchPayload { appender: 0, sequence: 0, body: Vec::new() }).len()
+    encode_bench(&BenchPayload {
+        appender: 0,
+        sequence: 0,
+        body: Vec::new(),
+    })
+    .len()
 }
 
 #[cfg(test)]
@@ -58,7 +63,11 @@ mod tests {
 
     #[test]
     fn bench_payload_round_trips_in_place() {
-        let payload = BenchPayload { appender: 3, sequence: 99, body: vec![7; 40] };
+        let payload = BenchPayload {
+            appender: 3,
+            sequence: 99,
+            body: vec![7; 40],
+        };
         let bytes = encode_bench(&payload);
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes);

@@ -14,4 +14,7 @@ pub mod kinds;
 pub mod log;
 
 pub use error::{Corruption, CorruptionKind, Error, Result};
-pub use log::{Durability, FlushMode, Log, LogOptions, LogStats, NewRecord, Record, RecoveryReport, SegmentInfo, TailCase, VerifySummary};
+pub use log::{
+    Durability, FlushMode, Log, LogOptions, LogStats, NewRecord, Record, RecoveryReport, SegmentInfo, TailCase,
+    VerifySummary,
+};

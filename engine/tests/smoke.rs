@@ -1,13 +1,22 @@
 use farmlog_engine::{Log, LogOptions, NewRecord};
 
 fn rec(payload: &[u8]) -> NewRecord<'_> {
-    NewRecord { term: 1, group: 0, kind: 0, payload }
+    NewRecord {
+        term: 1,
+        group: 0,
+        kind: 0,
+        payload,
+    }
 }
 
 #[test]
 fn append_read_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let options = LogOptions { segment_bytes: 64 << 10, disk_reserve_bytes: 0, ..LogOptions::default() };
+    let options = LogOptions {
+        segment_bytes: 64 << 10,
+        disk_reserve_bytes: 0,
+        ..LogOptions::default()
+    };
     {
         let log = Log::open(dir.path(), options.clone()).unwrap();
         for i in 0..2000u32 {
@@ -43,7 +52,18 @@ fn append_read_reopen() {
     log.truncate_after(150).unwrap();
     assert_eq!(log.last_index(), Some(150));
     drop(log);
-    let log = Log::open(dir.path(), LogOptions { segment_bytes: 64 << 10, disk_reserve_bytes: 0, ..LogOptions::default() }).unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogOptions {
+            segment_bytes: 64 << 10,
+            disk_reserve_bytes: 0,
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!(log.last_index(), Some(150));
-    assert_eq!(log.read(150).unwrap().payload(), 149u32.to_le_bytes().repeat((149 % 50) as usize + 1));
+    assert_eq!(
+        log.read(150).unwrap().payload(),
+        149u32.to_le_bytes().repeat((149 % 50) as usize + 1)
+    );
 }

@@ -41,7 +41,11 @@ pub fn open_sim(storage: &SimStorage) -> Log {
 /// A payload that names its index and term, of a chosen length.
 pub fn payload(index: u64, term: u64, len: usize) -> Vec<u8> {
     let stamp = format!("{index}:{term}:");
-    stamp.bytes().chain(std::iter::repeat(b'a' + (index % 26) as u8)).take(len).collect()
+    stamp
+        .bytes()
+        .chain(std::iter::repeat(b'a' + (index % 26) as u8))
+        .take(len)
+        .collect()
 }
 
 /// One record as the model keeps it.
@@ -63,7 +67,11 @@ pub struct Model {
 
 impl Model {
     pub fn new(first: u64) -> Self {
-        Self { first, records: Vec::new(), acked: 0 }
+        Self {
+            first,
+            records: Vec::new(),
+            acked: 0,
+        }
     }
 
     pub fn next(&self) -> u64 {
@@ -84,7 +92,10 @@ impl Model {
             .map(|(offset, &len)| payload(start + offset as u64, term, len))
             .collect();
         for payload in &payloads {
-            self.records.push(ModelRecord { term, payload: payload.clone() });
+            self.records.push(ModelRecord {
+                term,
+                payload: payload.clone(),
+            });
         }
         payloads
     }
@@ -114,8 +125,15 @@ impl Model {
     pub fn adopt_after_crash(&mut self, log: &Log) {
         let acked_end = self.first + self.acked as u64;
         let next = log.next_index();
-        assert!(next >= acked_end, "acknowledged records lost: log ends at {next}, {acked_end} acknowledged");
-        assert!(next <= self.next(), "records appeared that were never written: log ends at {next}, model at {}", self.next());
+        assert!(
+            next >= acked_end,
+            "acknowledged records lost: log ends at {next}, {acked_end} acknowledged"
+        );
+        assert!(
+            next <= self.next(),
+            "records appeared that were never written: log ends at {next}, model at {}",
+            self.next()
+        );
         self.records.truncate((next - self.first) as usize);
         self.ack_all();
     }
@@ -134,11 +152,19 @@ pub fn check(log: &Log, model: &Model) {
         let want = model.get(expected);
         assert_eq!(record.term(), want.term, "term of {expected}");
         assert_eq!(record.payload(), &want.payload[..], "payload of {expected}");
-        assert_eq!(record.payload().as_ptr() as usize % 8, 0, "payload of {expected} is 8-byte aligned");
+        assert_eq!(
+            record.payload().as_ptr() as usize % 8,
+            0,
+            "payload of {expected} is 8-byte aligned"
+        );
         expected += 1;
     }
     assert_eq!(expected, model.next(), "iteration stopped early");
-    for index in [model.first, model.first + model.records.len() as u64 / 2, model.next().saturating_sub(1)] {
+    for index in [
+        model.first,
+        model.first + model.records.len() as u64 / 2,
+        model.next().saturating_sub(1),
+    ] {
         if index >= model.first && index < model.next() {
             let record = log.read(index).unwrap_or_else(|error| panic!("read({index}): {error}"));
             assert_eq!(record.payload(), &model.get(index).payload[..]);
@@ -147,7 +173,15 @@ pub fn check(log: &Log, model: &Model) {
 }
 
 pub fn batch<'a>(term: u64, payloads: &'a [Vec<u8>]) -> Vec<NewRecord<'a>> {
-    payloads.iter().map(|payload| NewRecord { term, group: 0, kind: 0, payload }).collect()
+    payloads
+        .iter()
+        .map(|payload| NewRecord {
+            term,
+            group: 0,
+            kind: 0,
+            payload,
+        })
+        .collect()
 }
 
 /// Every file of a directory on the real file system, with its bytes.
@@ -156,7 +190,10 @@ pub fn snapshot_dir(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .expect("listing the directory")
         .map(|entry| {
             let entry = entry.expect("directory entry");
-            (entry.file_name().to_string_lossy().into_owned(), std::fs::read(entry.path()).expect("reading a file"))
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                std::fs::read(entry.path()).expect("reading a file"),
+            )
         })
         .collect();
     files.sort();

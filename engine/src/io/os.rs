@@ -84,10 +84,9 @@ impl Storage for OsStorage {
             .open(path)?;
         match file.try_lock() {
             Ok(()) => Ok(Box::new(OsLock { _file: file })),
-            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "held by another process",
-            )),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(io::Error::new(io::ErrorKind::WouldBlock, "held by another process"))
+            }
             Err(std::fs::TryLockError::Error(error)) => Err(error),
         }
     }
@@ -111,8 +110,7 @@ impl StorageFile for OsFile {
     }
 
     fn map(&self, len: u64) -> io::Result<Arc<dyn ReadMap>> {
-        let len = usize::try_from(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "map length"))?;
+        let len = usize::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "map length"))?;
         if len == 0 {
             // mmap of zero bytes is an error on Linux; an empty view is not.
             return Ok(Arc::new(EmptyMap));

@@ -160,11 +160,11 @@ const EBADF: i32 = 9;
 const EFBIG: i32 = 27;
 const ENOSPC: i32 = 28;
 
-const _: () = assert!(PAGE_BYTES % SECTOR_BYTES == 0);
+const _: () = assert!(PAGE_BYTES.is_multiple_of(SECTOR_BYTES));
 const _: () = assert!(PAGE_BYTES.is_power_of_two());
 const _: () = assert!(std::mem::size_of::<Page>() == PAGE_BYTES);
 const _: () = assert!(std::mem::align_of::<Page>() == PAGE_BYTES);
-const _: () = assert!(FILE_BYTES_MAX % PAGE_BYTES as u64 == 0);
+const _: () = assert!(FILE_BYTES_MAX.is_multiple_of(PAGE_BYTES as u64));
 
 /// How a [`SimStorage`] is set up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -434,9 +434,7 @@ impl Storage for SimStorage {
             let message = format!("{} is a file", file.display());
             return Err(io::Error::new(io::ErrorKind::NotADirectory, message));
         }
-        state
-            .directories
-            .extend(dir.ancestors().map(Path::to_path_buf));
+        state.directories.extend(dir.ancestors().map(Path::to_path_buf));
         Ok(())
     }
 
@@ -546,8 +544,7 @@ impl State {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, message));
         }
         let inode = self.new_inode(InodeData::from_durable(Vec::new()));
-        self.namespace
-            .insert(path.to_path_buf(), Arc::clone(&inode));
+        self.namespace.insert(path.to_path_buf(), Arc::clone(&inode));
         Ok(inode)
     }
 
@@ -621,9 +618,7 @@ impl State {
         // Indexing cannot panic: `take_crash_image` gives every inode id it
         // puts in the namespace its bytes.
         let namespace = image.namespace.into_iter();
-        self.namespace = namespace
-            .map(|(path, id)| (path, Arc::clone(&inodes[&id])))
-            .collect();
+        self.namespace = namespace.map(|(path, id)| (path, Arc::clone(&inodes[&id]))).collect();
         self.durable_namespace = self.namespace.clone();
         self.locks.clear();
         self.epoch += 1;
@@ -724,8 +719,7 @@ impl InodeData {
         // SAFETY: `&mut self` means we hold this inode's mutex, so we are
         // its only writer; `grow` made the buffer hold `end` bytes.
         unsafe { self.volatile.write_at(offset, bytes) };
-        self.dirty_pages
-            .extend(offset / PAGE_BYTES..=(end - 1) / PAGE_BYTES);
+        self.dirty_pages.extend(offset / PAGE_BYTES..=(end - 1) / PAGE_BYTES);
     }
 
     /// Extends the volatile length to `end`, with zeros.
@@ -777,15 +771,10 @@ impl InodeData {
                 PageFate::Dropped => range.start,
                 PageFate::Torn => torn_end(&range, rng),
             };
-            image[range.start..new_end]
-                .copy_from_slice(&self.volatile_bytes()[range.start..new_end]);
+            image[range.start..new_end].copy_from_slice(&self.volatile_bytes()[range.start..new_end]);
             last_page_kept |= fate == PageFate::Kept && Some(page) == last_page;
         }
-        let len = if last_page_kept {
-            self.len
-        } else {
-            self.durable.len()
-        };
+        let len = if last_page_kept { self.len } else { self.durable.len() };
         image.truncate(len);
         image
     }
@@ -837,9 +826,7 @@ impl Buffer {
     /// A buffer of at least `bytes` zero bytes, in whole pages.
     fn zeroed(bytes: usize) -> Buffer {
         let pages = (0..bytes.div_ceil(PAGE_BYTES)).map(|_| Page::zeroed());
-        Buffer {
-            pages: pages.collect(),
-        }
+        Buffer { pages: pages.collect() }
     }
 
     fn capacity(&self) -> usize {
@@ -918,10 +905,7 @@ impl StorageFile for SimFile {
                 data.read(end - buf.len(), buf);
                 Ok(())
             }
-            _ => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "read past the end",
-            )),
+            _ => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end")),
         }
     }
 
@@ -979,10 +963,7 @@ impl StorageFile for SimFile {
 
 impl fmt::Debug for SimMap {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("SimMap")
-            .field("len", &self.len)
-            .finish()
+        formatter.debug_struct("SimMap").field("len", &self.len).finish()
     }
 }
 
@@ -1074,10 +1055,7 @@ mod tests {
     }
 
     fn assert_errno<T: fmt::Debug>(result: io::Result<T>, errno: i32) {
-        assert_eq!(
-            result.expect_err("an injected error").raw_os_error(),
-            Some(errno)
-        );
+        assert_eq!(result.expect_err("an injected error").raw_os_error(), Some(errno));
     }
 
     /// A pattern that differs from page to page and byte to byte.
@@ -1102,10 +1080,7 @@ mod tests {
     /// then `new` bytes (not synced).
     fn page_fate(page: &[u8], old: u8, new: u8) -> PageFate {
         let new_prefix = page.iter().take_while(|&&byte| byte == new).count();
-        assert!(
-            page[new_prefix..].iter().all(|&byte| byte == old),
-            "{page:?}"
-        );
+        assert!(page[new_prefix..].iter().all(|&byte| byte == old), "{page:?}");
         match new_prefix {
             0 => PageFate::Dropped,
             PAGE_BYTES => PageFate::Kept,
@@ -1137,18 +1112,13 @@ mod tests {
         for seed in 0..50 {
             let storage = machine(seed);
             let file = create_durable(&storage, "a", &[0xAA; PAGE_BYTES]);
-            file.write_all_at(&[0xBB; 2 * PAGE_BYTES], PAGE_BYTES as u64)
-                .unwrap();
+            file.write_all_at(&[0xBB; 2 * PAGE_BYTES], PAGE_BYTES as u64).unwrap();
             storage.crash();
             let bytes = contents(&storage, "a").unwrap();
             assert_eq!(bytes[..PAGE_BYTES], [0xAA; PAGE_BYTES]);
             if bytes.len() > PAGE_BYTES {
                 assert_eq!(bytes.len(), 3 * PAGE_BYTES);
-                assert_eq!(
-                    bytes[2 * PAGE_BYTES..],
-                    [0xBB; PAGE_BYTES],
-                    "last page kept"
-                );
+                assert_eq!(bytes[2 * PAGE_BYTES..], [0xBB; PAGE_BYTES], "last page kept");
                 let middle = &bytes[PAGE_BYTES..2 * PAGE_BYTES];
                 page_fate(middle, 0, 0xBB);
             }
@@ -1238,11 +1208,7 @@ mod tests {
             assert_crashed(storage.lock(&path("LOCK")));
             assert_crashed(storage.sync_dir(Path::new(DIR)));
             assert_crashed(file.len());
-            assert_eq!(
-                storage.sync_count(),
-                crash_at,
-                "a dead machine has no sync points"
-            );
+            assert_eq!(storage.sync_count(), crash_at, "a dead machine has no sync points");
 
             storage.reboot();
             assert!(!storage.is_dead());
@@ -1305,10 +1271,7 @@ mod tests {
     fn full_disk_fails_growth_and_remove_returns_space() {
         let storage = machine(0);
         let dir = Path::new(DIR);
-        assert_eq!(
-            storage.available_bytes(dir).unwrap(),
-            UNLIMITED_AVAILABLE_BYTES
-        );
+        assert_eq!(storage.available_bytes(dir).unwrap(), UNLIMITED_AVAILABLE_BYTES);
         storage.set_available_bytes(Some(10_000));
         assert_eq!(storage.available_bytes(dir).unwrap(), 10_000);
 
@@ -1327,10 +1290,7 @@ mod tests {
         b.write_all_at(&[5], 1808).unwrap();
 
         storage.set_available_bytes(None);
-        assert_eq!(
-            storage.available_bytes(dir).unwrap(),
-            UNLIMITED_AVAILABLE_BYTES
-        );
+        assert_eq!(storage.available_bytes(dir).unwrap(), UNLIMITED_AVAILABLE_BYTES);
     }
 
     #[test]
@@ -1338,11 +1298,7 @@ mod tests {
         let storage = machine(0);
         let file = create(&storage, "a", &[0; 2 * PAGE_BYTES]);
         let map = file.map(2 * PAGE_BYTES as u64).unwrap();
-        assert_eq!(
-            map.bytes().as_ptr() as usize % PAGE_BYTES,
-            0,
-            "page-aligned"
-        );
+        assert_eq!(map.bytes().as_ptr() as usize % PAGE_BYTES, 0, "page-aligned");
         assert_eq!(map.bytes(), [0; 2 * PAGE_BYTES]);
 
         file.write_all_at(&[7; 100], 4000).unwrap();
@@ -1370,11 +1326,7 @@ mod tests {
         file.write_all_at(&[2; PAGE_BYTES], 0).unwrap();
         let old_map = file.map(PAGE_BYTES as u64).unwrap();
         storage.crash();
-        assert_eq!(
-            old_map.bytes(),
-            [2; PAGE_BYTES],
-            "the old page cache, still alive"
-        );
+        assert_eq!(old_map.bytes(), [2; PAGE_BYTES], "the old page cache, still alive");
         assert_crashed(file.map(PAGE_BYTES as u64));
 
         let image = contents(&storage, "a").unwrap();
@@ -1416,11 +1368,7 @@ mod tests {
         let third = storage.lock(&lock_path).unwrap();
         drop(second);
         let error = storage.lock(&lock_path).unwrap_err();
-        assert_eq!(
-            error.kind(),
-            io::ErrorKind::WouldBlock,
-            "a dead guard frees nothing"
-        );
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "a dead guard frees nothing");
         drop(third);
         storage.lock(&lock_path).unwrap();
     }
@@ -1470,10 +1418,7 @@ mod tests {
             kind(storage.open(&path("a"), OpenMode::CreateNew)),
             io::ErrorKind::AlreadyExists
         );
-        assert_eq!(
-            kind(storage.open(&path("c"), OpenMode::Read)),
-            io::ErrorKind::NotFound
-        );
+        assert_eq!(kind(storage.open(&path("c"), OpenMode::Read)), io::ErrorKind::NotFound);
         let listed = storage.list(Path::new("/missing")).unwrap_err();
         assert_eq!(listed.kind(), io::ErrorKind::NotFound);
 
@@ -1496,8 +1441,7 @@ mod tests {
                 let file = Arc::clone(&file);
                 scope.spawn(move || {
                     let offset = thread as u64 * PAGE_BYTES as u64;
-                    file.write_all_at(&[thread + 1; PAGE_BYTES], offset)
-                        .unwrap();
+                    file.write_all_at(&[thread + 1; PAGE_BYTES], offset).unwrap();
                     file.sync_data().unwrap();
                 });
             }

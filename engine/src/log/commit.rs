@@ -38,8 +38,8 @@ use super::format::{self, Footer, RecordHeader, SegmentHeader, Watermark, RECORD
 use super::recovery::{self, Recovered, META_NAME};
 use super::segment::{self, Body, Segment};
 use super::{
-    Durability, Log, NewRecord, View, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, PAYLOAD_BYTES_MAX,
-    PENDING_APPENDS_MAX, UNSYNCED_BYTES_MAX,
+    Durability, Log, NewRecord, View, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, PAYLOAD_BYTES_MAX, PENDING_APPENDS_MAX,
+    UNSYNCED_BYTES_MAX,
 };
 use crate::error::{Error, Result};
 use crate::io::{OpenMode, StorageFile};
@@ -134,10 +134,7 @@ impl WriterCell {
             (Some(file), Some(segment)) => {
                 let offsets = recovered.active_offsets.clone();
                 let write_offset = match offsets.last() {
-                    Some(&last) => {
-                        let end = last as u64 + record_len_at(segment, last as u64);
-                        end
-                    }
+                    Some(&last) => last as u64 + record_len_at(segment, last as u64),
                     None => RECORDS_OFFSET,
                 };
                 Some(Active {
@@ -237,7 +234,9 @@ fn encode(batch: &[NewRecord<'_>]) -> Result<Encoded> {
         total += format::framed_len(record.payload.len());
     }
     if total as u64 > BATCH_BYTES_MAX {
-        return Err(Error::invalid(format!("an append of {total} bytes; at most {BATCH_BYTES_MAX}")));
+        return Err(Error::invalid(format!(
+            "an append of {total} bytes; at most {BATCH_BYTES_MAX}"
+        )));
     }
     let mut bytes = vec![0u8; total];
     let mut records = Vec::with_capacity(batch.len());
@@ -305,10 +304,16 @@ impl Log {
             }
             if state.round_running {
                 drop(writer.changed.wait(state).unwrap_or_else(|poison| poison.into_inner()));
-            } else {
-                drop(state);
-                self.commit_pending()?;
+                continue;
             }
+            drop(state);
+            let _round = writer.round.lock().unwrap_or_else(|poison| poison.into_inner());
+            // A round may have covered this append while we waited for the
+            // round lock: then leading another would be a wasted sync.
+            if writer.lock().acked_ticket > ticket {
+                return Ok(last_index);
+            }
+            self.commit_round(writer)?;
         }
     }
 
@@ -428,7 +433,11 @@ impl Log {
             }
         }
         let mut completed = Vec::new();
-        while state.pending.front().is_some_and(|pending| pending.ticket < plan.target_ticket) {
+        while state
+            .pending
+            .front()
+            .is_some_and(|pending| pending.ticket < plan.target_ticket)
+        {
             completed.extend(state.pending.pop_front());
         }
         completed
@@ -436,7 +445,12 @@ impl Log {
 
     /// Encodes, writes and publishes a batch; returns its ticket and last
     /// index. Nothing is written if it fails before the write.
-    fn write_batch(&self, writer: &WriterCell, batch: &[NewRecord<'_>], on_durable: Option<OnDurable>) -> Result<(u64, u64)> {
+    fn write_batch(
+        &self,
+        writer: &WriterCell,
+        batch: &[NewRecord<'_>],
+        on_durable: Option<OnDurable>,
+    ) -> Result<(u64, u64)> {
         let mut encoded = encode(batch)?;
         self.check_disk_reserve()?;
         let mut state = self.wait_for_room(writer)?;
@@ -459,7 +473,11 @@ impl Log {
             state.poisoned = Some(cause.clone());
             return Err(Error::Poisoned { cause });
         }
-        let new_offsets: Vec<u32> = encoded.records.iter().map(|(at, _, _)| (base + *at as u64) as u32).collect();
+        let new_offsets: Vec<u32> = encoded
+            .records
+            .iter()
+            .map(|(at, _, _)| (base + *at as u64) as u32)
+            .collect();
         active.offsets.extend_from_slice(&new_offsets);
         active.write_offset += encoded.bytes.len() as u64;
         let last_index = first_index + batch.len() as u64 - 1;
@@ -513,7 +531,10 @@ impl Log {
             if let Some(cause) = &state.poisoned {
                 return Err(Error::Poisoned { cause: cause.clone() });
             }
-            let unsynced = state.active.as_ref().map_or(0, |active| active.write_offset - active.synced_offset);
+            let unsynced = state
+                .active
+                .as_ref()
+                .map_or(0, |active| active.write_offset - active.synced_offset);
             if unsynced <= UNSYNCED_BYTES_MAX && state.pending.len() < PENDING_APPENDS_MAX {
                 return Ok(state);
             }
@@ -618,7 +639,11 @@ impl Log {
                         let _ = storage.remove(&path);
                         return;
                     }
-                    slot.spare = Some(Spare { path: path.clone(), file, capacity });
+                    slot.spare = Some(Spare {
+                        path: path.clone(),
+                        file,
+                        capacity,
+                    });
                 }
                 Err(error) => {
                     // No spare: rollovers create segments inline and report
@@ -626,7 +651,10 @@ impl Log {
                     tracing::debug!(%error, "could not preallocate a spare segment");
                     let slot = writer.spare();
                     if !slot.closed {
-                        let _unused = writer.spare_wanted.wait(slot).unwrap_or_else(|poison| poison.into_inner());
+                        let _unused = writer
+                            .spare_wanted
+                            .wait(slot)
+                            .unwrap_or_else(|poison| poison.into_inner());
                     }
                 }
             }
@@ -645,7 +673,12 @@ impl Log {
         if active.offsets.is_empty() {
             return self.discard_empty_active(state, active);
         }
-        if let Err(error) = segment::seal(active.file.as_ref(), &active.header, &active.offsets, active.write_offset) {
+        if let Err(error) = segment::seal(
+            active.file.as_ref(),
+            &active.header,
+            &active.offsets,
+            active.write_offset,
+        ) {
             let cause = error.to_string();
             state.poisoned = Some(cause.clone());
             return Err(Error::Poisoned { cause });
@@ -658,7 +691,9 @@ impl Log {
             index_crc: crc32fast::hash(&format::encode_index(&active.offsets)),
         };
         // Sealing synced every record of the segment.
-        state.durable_end = state.durable_end.max(active.header.first_index + active.offsets.len() as u64);
+        state.durable_end = state
+            .durable_end
+            .max(active.header.first_index + active.offsets.len() as u64);
         let mut view = self.view_mut();
         let last = view.segments.last_mut().expect("the active segment is in the view");
         let Body::Active { map } = &last.body else {
@@ -746,17 +781,19 @@ impl Log {
         let doomed: Vec<Arc<Segment>> = {
             let mut view = self.view_mut();
             view.next_index = new_next;
-            let keep = view.segments.partition_point(|segment| segment.first_index() < new_next);
+            let keep = view
+                .segments
+                .partition_point(|segment| segment.first_index() < new_next);
             view.segments.split_off(keep)
         };
         state.next_index = new_next;
         state.durable_end = state.durable_end.min(new_next);
         if !doomed.is_empty() {
-            if state
-                .active
-                .as_ref()
-                .is_some_and(|active| doomed.iter().any(|segment| segment.sequence() == active.header.sequence))
-            {
+            if state.active.as_ref().is_some_and(|active| {
+                doomed
+                    .iter()
+                    .any(|segment| segment.sequence() == active.header.sequence)
+            }) {
                 state.active = None;
             }
             for segment in doomed.iter().rev() {
@@ -981,7 +1018,11 @@ impl Log {
         let path = dir.join(segment::compressed_name(segment.sequence()));
         let compressed = Arc::new(segment::load_compressed(storage, &path, segment.sequence())?);
         let mut view = self.view_mut();
-        if let Some(slot) = view.segments.iter_mut().find(|slot| slot.sequence() == segment.sequence()) {
+        if let Some(slot) = view
+            .segments
+            .iter_mut()
+            .find(|slot| slot.sequence() == segment.sequence())
+        {
             *slot = compressed;
         }
         Ok(())
@@ -1107,7 +1148,8 @@ impl Log {
                     .unwrap_or_else(|poison| poison.into_inner());
                 state = woken;
                 let idle = timeout.timed_out() && state.rounds == rounds_before;
-                if !wants_round(&state) && !(idle && watermark_stale(&state, self.shared.options.durability)) && !state.shutting_down {
+                let idle_work = idle && watermark_stale(&state, self.shared.options.durability);
+                if !(wants_round(&state) || idle_work || state.shutting_down) {
                     continue;
                 }
             }

@@ -344,9 +344,7 @@ impl Footer {
     /// `Ok(None)` when the footer area is all zeros (the segment is not
     /// sealed).
     pub fn decode(bytes: &[u8]) -> Result<Option<Self>, CorruptionKind> {
-        let bytes = bytes
-            .get(..FOOTER_BYTES)
-            .ok_or(CorruptionKind::SegmentTooShort)?;
+        let bytes = bytes.get(..FOOTER_BYTES).ok_or(CorruptionKind::SegmentTooShort)?;
         if bytes.iter().all(|&byte| byte == 0) {
             return Ok(None);
         }
@@ -372,9 +370,7 @@ impl Footer {
     /// Where the index block starts in a segment of `capacity` bytes.
     pub fn index_offset(&self, capacity: u64) -> Option<u64> {
         let index_bytes = self.record_count.checked_mul(INDEX_ENTRY_BYTES as u64)?;
-        capacity
-            .checked_sub(FOOTER_BYTES as u64)?
-            .checked_sub(index_bytes)
+        capacity.checked_sub(FOOTER_BYTES as u64)?.checked_sub(index_bytes)
     }
 
     /// Checks the footer's fields against each other and the segment,
@@ -387,7 +383,7 @@ impl Footer {
             && self.first_index == header.first_index
             && self.records_end >= RECORDS_OFFSET
             && self.records_end <= index_offset
-            && self.records_end % RECORD_ALIGN as u64 == 0;
+            && self.records_end.is_multiple_of(RECORD_ALIGN as u64);
         if consistent {
             Ok(())
         } else {
@@ -433,9 +429,7 @@ pub fn encode_meta(first_index: u64) -> [u8; META_BYTES] {
 }
 
 pub fn decode_meta(bytes: &[u8]) -> Result<u64, CorruptionKind> {
-    let bytes = bytes
-        .get(..META_BYTES)
-        .ok_or(CorruptionKind::MetaDamaged)?;
+    let bytes = bytes.get(..META_BYTES).ok_or(CorruptionKind::MetaDamaged)?;
     let version = read_u32(bytes, 8);
     if bytes[0..8] != META_MAGIC || read_u32(bytes, 12) != crc_skipping(bytes, 12) {
         return Err(CorruptionKind::MetaDamaged);
@@ -536,12 +530,7 @@ pub fn read_u64(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// Where a location-bearing corruption error points.
-pub fn corruption(
-    segment: u64,
-    offset: u64,
-    index: Option<u64>,
-    kind: CorruptionKind,
-) -> Corruption {
+pub fn corruption(segment: u64, offset: u64, index: Option<u64>, kind: CorruptionKind) -> Corruption {
     Corruption {
         segment,
         offset,

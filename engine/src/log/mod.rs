@@ -29,11 +29,11 @@ use std::time::Duration;
 
 use crate::error::{CorruptionKind, Error, Result};
 use crate::io::{LockGuard, OsStorage, ReadMap, Storage};
+pub use commit::OnDurable;
 use format::{Slot, RECORD_HEADER_BYTES};
 pub use recovery::{RecoveryReport, TailCase};
-pub use commit::OnDurable;
-pub use verify::VerifySummary;
 use segment::{Body, Segment};
+pub use verify::VerifySummary;
 
 /// Default segment capacity: 64 MiB.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
@@ -115,7 +115,7 @@ impl Default for LogOptions {
 impl LogOptions {
     fn check(&self) -> Result<()> {
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes)
-            || self.segment_bytes % format::RECORDS_OFFSET != 0
+            || !self.segment_bytes.is_multiple_of(format::RECORDS_OFFSET)
         {
             return Err(Error::invalid(format!(
                 "segment_bytes must be a multiple of 4096 between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX}, got {}",
@@ -282,7 +282,14 @@ impl Log {
     /// [`Log::open_read_only`] on any [`Storage`].
     pub fn open_read_only_with(storage: Arc<dyn Storage>, dir: &Path) -> Result<Self> {
         let recovered = recovery::recover(storage.as_ref(), dir, 1, recovery::Access::ReadOnly)?;
-        Ok(Self::assemble(storage, dir, LogOptions::default(), recovered, None, None))
+        Ok(Self::assemble(
+            storage,
+            dir,
+            LogOptions::default(),
+            recovered,
+            None,
+            None,
+        ))
     }
 
     fn assemble(
@@ -336,8 +343,12 @@ impl Log {
             preallocator: None,
             owner: false,
         };
-        let spawned = std::thread::Builder::new().name(name.into()).spawn(move || body(&handle));
-        spawned.map_err(|error| tracing::error!(%error, name, "could not start a thread")).ok()
+        let spawned = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(&handle));
+        spawned
+            .map_err(|error| tracing::error!(%error, name, "could not start a thread"))
+            .ok()
     }
 
     /// What opening found and did.
@@ -444,9 +455,11 @@ impl Log {
             .map(|(position, segment)| SegmentInfo {
                 sequence: segment.sequence(),
                 first_index: segment.first_index(),
-                records: segment
-                    .sealed_count()
-                    .unwrap_or(if position == last { view.active_offsets.len() as u64 } else { 0 }),
+                records: segment.sealed_count().unwrap_or(if position == last {
+                    view.active_offsets.len() as u64
+                } else {
+                    0
+                }),
                 capacity: segment.header.capacity,
                 sealed: segment.sealed_count().is_some(),
                 compressed: segment.is_compressed(),
@@ -488,7 +501,11 @@ impl Log {
         if !segment.is_compressed() {
             return segment.bytes(self.shared.storage.as_ref());
         }
-        let mut cache = self.shared.decompressed.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut cache = self
+            .shared
+            .decompressed
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if let Some((_, image)) = cache.iter().find(|(sequence, _)| *sequence == segment.sequence()) {
             return Ok(image.clone());
         }

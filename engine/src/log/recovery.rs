@@ -327,7 +327,11 @@ fn check_continuity(segments: &[Loaded]) -> Result<()> {
         let (earlier, later) = (&pair[0].0, &pair[1].0);
         let Some(end) = segment_end(earlier) else {
             let offset = earlier.header.capacity - format::FOOTER_BYTES as u64;
-            return Err(Error::Corrupt(earlier.corrupt(offset, None, CorruptionKind::UnsealedSegment)));
+            return Err(Error::Corrupt(earlier.corrupt(
+                offset,
+                None,
+                CorruptionKind::UnsealedSegment,
+            )));
         };
         if later.first_index() != end {
             return Err(Error::Corrupt(later.corrupt(
@@ -441,7 +445,11 @@ fn repair_torn_tail(file: &dyn StorageFile, segment: &Segment, repair: &Repair, 
         unreachable!("only an unsealed segment has a torn tail");
     };
     if access == Access::ReadOnly {
-        tracing::debug!(segment = segment.sequence(), offset = repair.offset, "read-only open: torn tail ignored");
+        tracing::debug!(
+            segment = segment.sequence(),
+            offset = repair.offset,
+            "read-only open: torn tail ignored"
+        );
         return Ok(());
     }
     let bytes = &map.bytes()[repair.offset as usize..repair.end as usize];

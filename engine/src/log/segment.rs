@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::format::{
-    self, CompressedHeader, Footer, SegmentHeader, Slot, COMPRESSED_HEADER_BYTES, FOOTER_BYTES,
-    RECORDS_OFFSET, SEGMENT_HEADER_BYTES,
+    self, CompressedHeader, Footer, SegmentHeader, Slot, COMPRESSED_HEADER_BYTES, FOOTER_BYTES, RECORDS_OFFSET,
+    SEGMENT_HEADER_BYTES,
 };
 use crate::error::{Corruption, CorruptionKind, Error, Result};
 use crate::io::{OpenMode, ReadMap, Storage, StorageFile};
@@ -258,7 +258,9 @@ impl Segment {
     /// its index block (checked once).
     pub fn sealed_offset(&self, bytes: &[u8], index: u64) -> Result<u64> {
         let (footer, index_checked) = match &self.body {
-            Body::Sealed { footer, index_checked, .. } => (*footer, Some(index_checked)),
+            Body::Sealed {
+                footer, index_checked, ..
+            } => (*footer, Some(index_checked)),
             Body::Compressed { .. } => (self.footer_of_image(bytes)?, None),
             Body::Active { .. } => unreachable!("active segments are looked up in the view"),
         };
@@ -270,9 +272,9 @@ impl Segment {
                 .map_err(Error::Corrupt)?;
         }
         let position = (index - self.header.first_index) as usize;
-        let offset = format::index_entry(block, position).ok_or_else(|| {
-            Error::Corrupt(self.corrupt(0, Some(index), CorruptionKind::IndexEntry))
-        })? as u64;
+        let offset = format::index_entry(block, position)
+            .ok_or_else(|| Error::Corrupt(self.corrupt(0, Some(index), CorruptionKind::IndexEntry)))?
+            as u64;
         if offset < RECORDS_OFFSET || offset >= footer.records_end {
             return Err(Error::Corrupt(self.corrupt(
                 offset,
@@ -287,7 +289,11 @@ impl Segment {
         let at = (self.header.capacity as usize).saturating_sub(FOOTER_BYTES);
         match Footer::decode(bytes.get(at..).unwrap_or(&[])) {
             Ok(Some(footer)) => Ok(footer),
-            Ok(None) => Err(Error::Corrupt(self.corrupt(at as u64, None, CorruptionKind::UnsealedSegment))),
+            Ok(None) => Err(Error::Corrupt(self.corrupt(
+                at as u64,
+                None,
+                CorruptionKind::UnsealedSegment,
+            ))),
             Err(kind) => Err(Error::Corrupt(self.corrupt(at as u64, None, kind))),
         }
     }
@@ -295,9 +301,9 @@ impl Segment {
     fn index_block<'a>(&self, bytes: &'a [u8], footer: &Footer) -> Result<&'a [u8]> {
         let start = footer.index_offset(self.header.capacity).unwrap_or(0) as usize;
         let end = (self.header.capacity as usize).saturating_sub(FOOTER_BYTES);
-        bytes.get(start..end).ok_or_else(|| {
-            Error::Corrupt(self.corrupt(start as u64, None, CorruptionKind::FooterInconsistent))
-        })
+        bytes
+            .get(start..end)
+            .ok_or_else(|| Error::Corrupt(self.corrupt(start as u64, None, CorruptionKind::FooterInconsistent)))
     }
 
     fn check_index_crc(&self, block: &[u8], footer: &Footer) -> Result<(), Corruption> {
@@ -411,10 +417,13 @@ fn decompress(storage: &dyn Storage, path: &Path, header: &CompressedHeader) -> 
         return Err(corrupt("checksum mismatch".into()));
     }
     let mut image = AlignedImage::zeroed(header.image_len as usize);
-    let written = zstd::bulk::decompress_to_buffer(body, image.bytes_mut())
-        .map_err(|error| corrupt(error.to_string()))?;
+    let written =
+        zstd::bulk::decompress_to_buffer(body, image.bytes_mut()).map_err(|error| corrupt(error.to_string()))?;
     if written != header.image_len as usize {
-        return Err(corrupt(format!("decompressed {written} bytes, expected {}", header.image_len)));
+        return Err(corrupt(format!(
+            "decompressed {written} bytes, expected {}",
+            header.image_len
+        )));
     }
     Ok(image)
 }

@@ -36,21 +36,22 @@ impl Log {
             // Records below the purge point are not readable; start there.
             let from = segment.first_index().max(first);
             let to = segment.first_index() + count;
-            let mut records = self.range(from..to);
-            let mut position = from;
-            while let Some(record) = records.next() {
+            for (position, record) in (from..).zip(self.range(from..to)) {
                 let record = record?;
                 if !matches!(segment.body, Body::Active { .. }) {
                     let listed = segment.sealed_offset(bytes.bytes(), position)?;
                     let (_, offset) = record.location();
                     if listed != offset {
-                        return Err(Error::Corrupt(segment.corrupt(listed, Some(position), CorruptionKind::IndexEntry)));
+                        return Err(Error::Corrupt(segment.corrupt(
+                            listed,
+                            Some(position),
+                            CorruptionKind::IndexEntry,
+                        )));
                     }
                 }
                 summary.records += 1;
                 summary.bytes += record.framed_len();
-                position += 1;
-                if summary.records % 4096 == 0 {
+                if summary.records.is_multiple_of(4096) {
                     progress(summary.bytes);
                 }
             }
