@@ -68,6 +68,15 @@ fn steps(log: &Log, outcome: &mut Outcome) -> farmlog_engine::Result<()> {
     let payloads = model.stage(2, &[3000, 3000, 3000]);
     log.append(&batch(2, &payloads))?;
     model.ack_all();
+    // Purge past the end: the log becomes empty and restarts there.
+    let target = model.next() + 3;
+    outcome.purging_before = Some(target);
+    log.purge_before(target)?;
+    outcome.purging_before = None;
+    *model = Model::new(target);
+    let payloads = model.stage(3, &[700, 800]);
+    log.append(&batch(3, &payloads))?;
+    model.ack_all();
     Ok(())
 }
 
@@ -75,6 +84,11 @@ fn steps(log: &Log, outcome: &mut Outcome) -> farmlog_engine::Result<()> {
 fn check_recovered(log: &Log, outcome: &Outcome) {
     let model = &outcome.model;
     let first = log.first_index();
+    if outcome.purging_before == Some(first) && first >= model.next() {
+        // The purge past the end completed: nothing is left before it.
+        assert_eq!(log.next_index(), first, "a purge past the end leaves an empty log");
+        return;
+    }
     let allowed_first = first == model.first || outcome.purging_before == Some(first);
     assert!(
         allowed_first,

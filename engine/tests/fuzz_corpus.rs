@@ -83,7 +83,7 @@ fn write_seed_corpus() {
     for seed in harness::seed_inputs() {
         let dir = corpus_dir(seed.target);
         std::fs::create_dir_all(&dir).expect("creating the corpus directory");
-        let path = dir.join(format!("seed-{}", seed.name));
+        let path = dir.join(seed.name);
         std::fs::write(&path, &seed.bytes).unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
     }
 }

@@ -465,6 +465,12 @@ impl Log {
             self.roll_over(&mut state)?;
         }
         let first_index = state.next_index;
+        if first_index + batch.len() as u64 > format::INDEX_MAX {
+            return Err(Error::invalid(format!(
+                "the log is full: index {} is the last",
+                format::INDEX_MAX
+            )));
+        }
         stamp(&mut encoded, first_index);
         let active = state.active.as_mut().expect("roll_over leaves an active segment");
         let base = active.write_offset;
@@ -920,6 +926,12 @@ impl Log {
         let _maintenance = writer.maintenance.lock().unwrap_or_else(|poison| poison.into_inner());
         let _round = writer.round.lock().unwrap_or_else(|poison| poison.into_inner());
         self.commit_round(writer)?;
+        if index > format::INDEX_MAX {
+            return Err(Error::invalid(format!(
+                "cannot purge before {index}: indexes end at {}",
+                format::INDEX_MAX
+            )));
+        }
         let mut state = writer.lock();
         if index <= self.first_index() {
             return Ok(());

@@ -30,6 +30,13 @@ use crate::error::{Corruption, CorruptionKind};
 pub const RECORDS_OFFSET: u64 = 4096;
 /// The format version this code writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// The largest log index: far beyond any real log, and low enough that
+/// an index plus any count of records in a segment never overflows. The
+/// log refuses to go past it, and bytes on disk that claim more are
+/// corruption.
+pub const INDEX_MAX: u64 = 1 << 62;
+/// The largest segment sequence number, for the same reason.
+pub const SEQUENCE_MAX: u64 = 1 << 62;
 
 // ---------------------------------------------------------------------------
 // Segment header, at offset 0.
@@ -84,11 +91,18 @@ impl SegmentHeader {
         if read_u32(bytes, 12) != crc_skipping(bytes, 12) {
             return Err(CorruptionKind::SegmentHeaderChecksum);
         }
-        Ok(Self {
+        let header = Self {
             sequence: read_u64(bytes, 16),
             first_index: read_u64(bytes, 24),
             capacity: read_u64(bytes, 32),
-        })
+        };
+        let in_bounds = header.sequence <= SEQUENCE_MAX
+            && header.first_index <= INDEX_MAX
+            && (super::SEGMENT_BYTES_MIN..=super::SEGMENT_BYTES_MAX).contains(&header.capacity);
+        if !in_bounds {
+            return Err(CorruptionKind::SegmentHeaderInconsistent);
+        }
+        Ok(header)
     }
 }
 
@@ -400,7 +414,7 @@ pub fn encode_index(offsets: &[u32]) -> Vec<u8> {
 /// The offset of entry `position` of an index block.
 pub fn index_entry(index_block: &[u8], position: usize) -> Option<u32> {
     let start = position.checked_mul(INDEX_ENTRY_BYTES)?;
-    let bytes = index_block.get(start..start + INDEX_ENTRY_BYTES)?;
+    let bytes = index_block.get(start..start.checked_add(INDEX_ENTRY_BYTES)?)?;
     Some(u32::from_le_bytes(bytes.try_into().ok()?))
 }
 
@@ -437,7 +451,11 @@ pub fn decode_meta(bytes: &[u8]) -> Result<u64, CorruptionKind> {
     if version != FORMAT_VERSION {
         return Err(CorruptionKind::UnknownFormatVersion(version));
     }
-    Ok(read_u64(bytes, 16))
+    let first_index = read_u64(bytes, 16);
+    if first_index > INDEX_MAX {
+        return Err(CorruptionKind::MetaDamaged);
+    }
+    Ok(first_index)
 }
 
 // ---------------------------------------------------------------------------
@@ -499,13 +517,21 @@ impl CompressedHeader {
         if read_u32(bytes, 12) != crc_skipping(bytes, 12) {
             return Err(CorruptionKind::SegmentHeaderChecksum);
         }
-        Ok(Self {
+        let header = Self {
             sequence: read_u64(bytes, 16),
             first_index: read_u64(bytes, 24),
             record_count: read_u64(bytes, 32),
             image_len: read_u64(bytes, 40),
             body_crc: read_u32(bytes, 48),
-        })
+        };
+        let in_bounds = header.sequence <= SEQUENCE_MAX
+            && header.first_index <= INDEX_MAX
+            && (super::SEGMENT_BYTES_MIN..=super::SEGMENT_BYTES_MAX).contains(&header.image_len)
+            && header.record_count <= header.image_len / RECORD_HEADER_BYTES as u64;
+        if !in_bounds {
+            return Err(CorruptionKind::SegmentHeaderInconsistent);
+        }
+        Ok(header)
     }
 }
 

@@ -122,6 +122,13 @@ impl LogOptions {
                 self.segment_bytes
             )));
         }
+        if self.first_index > format::INDEX_MAX {
+            return Err(Error::invalid(format!(
+                "first_index must be at most {}, got {}",
+                format::INDEX_MAX,
+                self.first_index
+            )));
+        }
         Ok(())
     }
 }

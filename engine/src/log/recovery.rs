@@ -165,14 +165,38 @@ pub fn recover(storage: &dyn Storage, dir: &Path, default_first_index: u64, acce
         }
         (None, None) => unreachable!("an unsealed segment is always mapped from a file"),
     };
+    if let Some(purge_point) = purge_point.filter(|&point| point >= next_index) {
+        // A purge past the end was interrupted after META became durable:
+        // every record is below the purge point, so the log is empty there.
+        if access == Access::Writable {
+            for (segment, _) in &segments {
+                remove_segment_files(storage, dir, segment.sequence())?;
+            }
+            storage
+                .sync_dir(dir)
+                .map_err(|error| Error::io("syncing the log directory", error))?;
+        }
+        report.purged_segments_removed += segments.len();
+        report.tail = TailCase::Sealed;
+        return Ok(Recovered {
+            segments: Vec::new(),
+            active_offsets: Vec::new(),
+            active_file: None,
+            active_watermark: None,
+            first_index: purge_point,
+            next_index: purge_point,
+            next_sequence,
+            report,
+        });
+    }
     let first_index = segments[0].0.first_index().max(purge_point.unwrap_or(0));
     Ok(Recovered {
         segments: segments.into_iter().map(|(segment, _)| Arc::new(segment)).collect(),
         active_offsets,
         active_file,
         active_watermark,
-        first_index: first_index.min(next_index),
-        next_index: next_index.max(first_index),
+        first_index,
+        next_index,
         next_sequence,
         report,
     })

@@ -1,0 +1,7 @@
+//! farmlog's fuzz harnesses, shared by the cargo-fuzz targets in
+//! `fuzz_targets/` and by the corpus replay test of the main workspace
+//! (`engine/tests/fuzz_corpus.rs`), which includes `harness.rs` directly.
+
+mod harness;
+
+pub use harness::*;

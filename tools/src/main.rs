@@ -1,0 +1,193 @@
+//! `farmlog`: the operator's tool for a log directory. It parses the
+//! command line, sets up logging, dispatches to [`inspect`] (dump, verify,
+//! stat) or [`bench`] (append benchmark), and turns every failure into a
+//! `farmlog: <message>` line on stderr and a documented exit code.
+//!
+//! Invariants: the inspecting commands open the log read-only and never
+//! modify the directory; nothing here panics on user input or I/O; the
+//! exit code alone tells damaged data (1) from usage or I/O errors (2).
+
+mod bench;
+mod inspect;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use farmlog_engine::{Corruption, Error};
+use tracing_subscriber::EnvFilter;
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success (a torn, never-acknowledged tail is only a warning)
+  1  the log is damaged: corruption, or acknowledged records lost
+  2  usage error, or an I/O or other operational error
+
+Logging: set RUST_LOG (e.g. RUST_LOG=info) for engine diagnostics on stderr; default level warn.";
+
+#[derive(Debug, Parser)]
+#[command(name = "farmlog", version, about = "Inspect, verify and benchmark a farmlog log directory", after_help = EXIT_CODES_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print every record in a range: index, term, group, type, length, crc
+    /// status and the decoded payload. Read-only.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Dump(DumpArgs),
+    /// Check every segment header, footer, index block and record crc.
+    /// Read-only.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Verify(VerifyArgs),
+    /// Show the segments, record counts, sizes and indexes. Read-only.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Stat(StatArgs),
+    /// Benchmarks (these write to the directory they are given).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// The log directory.
+    pub dir: PathBuf,
+    /// First index to print (default: the log's first).
+    #[arg(long, value_name = "N")]
+    pub from: Option<u64>,
+    /// Last index to print, inclusive (default: the log's last).
+    #[arg(long, value_name = "M")]
+    pub to: Option<u64>,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The log directory.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// The log directory.
+    pub dir: PathBuf,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Append records from concurrent threads, synced, and report
+    /// throughput, fsyncs and append latency. Ends with one JSON line.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Append(bench::AppendArgs),
+}
+
+/// Why a command failed, and so which exit code it ends with.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bytes on disk are damaged or acknowledged records are lost: exit 1.
+    Damaged {
+        message: String,
+        location: Option<Corruption>,
+    },
+    /// Bad input, or an I/O or other operational error: exit 2.
+    Operational { message: String },
+    /// Whoever reads stdout closed it (`farmlog dump | head`): stop
+    /// quietly with exit 0, as `cat` would.
+    OutputClosed,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::Operational {
+            message: message.into(),
+        }
+    }
+
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Damaged { .. } => ExitCode::from(1),
+            Self::Operational { .. } => ExitCode::from(2),
+            Self::OutputClosed => ExitCode::SUCCESS,
+        }
+    }
+
+    fn report(&self) {
+        let mut stderr = std::io::stderr().lock();
+        // Nothing sensible is left to do if stderr itself fails.
+        let _ = match self {
+            Self::Damaged { message, location } => {
+                writeln!(stderr, "farmlog: {message}").and_then(|()| match location {
+                    Some(corruption) => writeln!(stderr, "farmlog: {}", describe_location(corruption)),
+                    None => Ok(()),
+                })
+            }
+            Self::Operational { message } => writeln!(stderr, "farmlog: {message}"),
+            Self::OutputClosed => Ok(()),
+        };
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        match error.corruption() {
+            Some(corruption) => Self::Damaged {
+                location: Some(corruption.clone()),
+                message: error.to_string(),
+            },
+            None => Self::Operational {
+                message: error.to_string(),
+            },
+        }
+    }
+}
+
+/// Where a corruption is, field by field, for people and scripts alike.
+pub fn describe_location(corruption: &Corruption) -> String {
+    let index = corruption
+        .index
+        .map_or_else(|| "unknown".to_owned(), |index| index.to_string());
+    format!(
+        "location: segment {}, offset {}, index {}",
+        corruption.segment, corruption.offset, index
+    )
+}
+
+/// Writing to stdout failed. A closed pipe is not an error worth
+/// reporting; anything else is operational.
+pub fn output_failed(error: std::io::Error) -> Failure {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        Failure::OutputClosed
+    } else {
+        Failure::usage(format!("writing to stdout: {error}"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Dump(args) => inspect::dump(&args),
+        Command::Verify(args) => inspect::verify(&args),
+        Command::Stat(args) => inspect::stat(&args),
+        Command::Bench(BenchCommand::Append(args)) => bench::append(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            failure.report();
+            failure.exit_code()
+        }
+    }
+}
