@@ -55,8 +55,6 @@ pub(super) struct WriterCell {
     changed: Condvar,
     /// Wakes the flusher thread (callback appends, shutdown).
     flusher_wake: Condvar,
-    /// Held for the whole of a commit round: one round at a time.
-    round: Mutex<()>,
     /// Held by truncate, purge, seal and compress: one at a time.
     maintenance: Mutex<()>,
     /// A zero-filled file ready to become the next segment, made by the
@@ -72,6 +70,9 @@ pub(super) struct WriterCell {
 #[derive(Default)]
 struct SpareSlot {
     spare: Option<Spare>,
+    /// Set by the first append: a log that is only opened and read never
+    /// writes a spare's worth of zeros.
+    wanted: bool,
     closed: bool,
 }
 
@@ -95,7 +96,11 @@ struct WriterState {
     /// Callback appends awaiting a round, oldest first.
     pending: VecDeque<Pending>,
     poisoned: Option<String>,
-    round_running: bool,
+    /// A commit round or a maintenance operation holds the writer's
+    /// claim: one at a time. Claimed and released under this lock, so
+    /// that appenders waiting for a round wait on `changed` and are all
+    /// released together when it ends.
+    claimed: bool,
     /// Rounds completed; the flusher uses it to notice idleness.
     rounds: u64,
     shutting_down: bool,
@@ -162,7 +167,7 @@ impl WriterCell {
             durable_end: recovered.next_index,
             pending: VecDeque::new(),
             poisoned: None,
-            round_running: false,
+            claimed: false,
             rounds: 0,
             shutting_down: false,
         };
@@ -170,7 +175,6 @@ impl WriterCell {
             state: Mutex::new(state),
             changed: Condvar::new(),
             flusher_wake: Condvar::new(),
-            round: Mutex::new(()),
             maintenance: Mutex::new(()),
             spare: Mutex::new(SpareSlot::default()),
             spare_wanted: Condvar::new(),
@@ -185,12 +189,44 @@ impl WriterCell {
         self.state.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
+    fn wait<'a>(&self, state: MutexGuard<'a, WriterState>) -> MutexGuard<'a, WriterState> {
+        self.changed.wait(state).unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Waits until nobody holds the claim, then takes it.
+    fn claim(&self) -> Claim<'_> {
+        let mut state = self.lock();
+        while state.claimed {
+            state = self.wait(state);
+        }
+        self.claim_locked(&mut state)
+    }
+
+    /// Takes the claim; the caller saw it free under this lock.
+    fn claim_locked(&self, state: &mut WriterState) -> Claim<'_> {
+        debug_assert!(!state.claimed);
+        state.claimed = true;
+        Claim { writer: self }
+    }
+
     pub(super) fn shut_down(&self) {
         self.lock().shutting_down = true;
         self.changed.notify_all();
         self.flusher_wake.notify_all();
         self.spare().closed = true;
         self.spare_wanted.notify_all();
+    }
+}
+
+/// The writer's claim, released (and every waiter woken) on drop.
+struct Claim<'a> {
+    writer: &'a WriterCell,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.writer.lock().claimed = false;
+        self.writer.changed.notify_all();
     }
 }
 
@@ -295,24 +331,22 @@ impl Log {
         let writer = self.writer()?;
         let (ticket, last_index) = self.write_batch(writer, batch, None)?;
         loop {
-            let state = writer.lock();
+            let mut state = writer.lock();
             if state.acked_ticket > ticket {
                 return Ok(last_index);
             }
             if let Some(cause) = &state.poisoned {
                 return Err(Error::Poisoned { cause: cause.clone() });
             }
-            if state.round_running {
-                drop(writer.changed.wait(state).unwrap_or_else(|poison| poison.into_inner()));
+            if state.claimed {
+                // Follow: the round under way, or the next one, covers us.
+                drop(writer.wait(state));
                 continue;
             }
+            // Lead: nobody is syncing, so this appender syncs for everyone
+            // written so far.
+            let _claim = writer.claim_locked(&mut state);
             drop(state);
-            let _round = writer.round.lock().unwrap_or_else(|poison| poison.into_inner());
-            // A round may have covered this append while we waited for the
-            // round lock: then leading another would be a wasted sync.
-            if writer.lock().acked_ticket > ticket {
-                return Ok(last_index);
-            }
             self.commit_round(writer)?;
         }
     }
@@ -340,7 +374,7 @@ impl Log {
     /// and a watermark covering every record acknowledged before the call.
     pub fn commit_pending(&self) -> Result<()> {
         let writer = self.writer()?;
-        let _round = writer.round.lock().unwrap_or_else(|poison| poison.into_inner());
+        let _claim = writer.claim();
         self.commit_round(writer)
     }
 
@@ -352,7 +386,7 @@ impl Log {
         }
     }
 
-    /// A round; the caller holds the round lock.
+    /// A round; the caller holds the claim.
     fn commit_round(&self, writer: &WriterCell) -> Result<()> {
         let plan = {
             let mut state = writer.lock();
@@ -363,16 +397,12 @@ impl Log {
                 return Err(Error::Poisoned { cause });
             }
             match plan_round(&state, self.shared.options.durability) {
-                Some(plan) => {
-                    state.round_running = true;
-                    plan
-                }
+                Some(plan) => plan,
                 None => return Ok(()),
             }
         };
         let result = self.execute(&plan);
         let mut state = writer.lock();
-        state.round_running = false;
         state.rounds += 1;
         let completed = match &result {
             Ok(()) => self.finish_round(&mut state, &plan),
@@ -495,6 +525,11 @@ impl Log {
         }
         let ticket = state.next_ticket;
         state.next_ticket += 1;
+        if ticket == 0 {
+            // The first append since open: from now on keep a spare ready.
+            writer.spare().wanted = true;
+            writer.spare_wanted.notify_one();
+        }
         if let Some(on_durable) = on_durable {
             state.pending.push_back(Pending {
                 ticket,
@@ -533,7 +568,7 @@ impl Log {
     /// are under their bounds, leading rounds as needed.
     fn wait_for_room<'a>(&self, writer: &'a WriterCell) -> Result<MutexGuard<'a, WriterState>> {
         loop {
-            let state = writer.lock();
+            let mut state = writer.lock();
             if let Some(cause) = &state.poisoned {
                 return Err(Error::Poisoned { cause: cause.clone() });
             }
@@ -544,12 +579,13 @@ impl Log {
             if unsynced <= UNSYNCED_BYTES_MAX && state.pending.len() < PENDING_APPENDS_MAX {
                 return Ok(state);
             }
-            if state.round_running {
-                drop(writer.changed.wait(state).unwrap_or_else(|poison| poison.into_inner()));
-            } else {
-                drop(state);
-                self.commit_pending()?;
+            if state.claimed {
+                drop(writer.wait(state));
+                continue;
             }
+            let _claim = writer.claim_locked(&mut state);
+            drop(state);
+            self.commit_round(writer)?;
         }
     }
 
@@ -629,7 +665,9 @@ impl Log {
             {
                 let slot = writer
                     .spare_wanted
-                    .wait_while(writer.spare(), |slot| slot.spare.is_some() && !slot.closed)
+                    .wait_while(writer.spare(), |slot| {
+                        (slot.spare.is_some() || !slot.wanted) && !slot.closed
+                    })
                     .unwrap_or_else(|poison| poison.into_inner());
                 if slot.closed {
                     if let Some(unused) = &slot.spare {
@@ -745,7 +783,7 @@ impl Log {
     pub fn seal(&self) -> Result<()> {
         let writer = self.writer()?;
         let _maintenance = writer.maintenance.lock().unwrap_or_else(|poison| poison.into_inner());
-        let _round = writer.round.lock().unwrap_or_else(|poison| poison.into_inner());
+        let _claim = writer.claim();
         self.commit_round(writer)?;
         let mut state = writer.lock();
         self.seal_active(&mut state)
@@ -762,7 +800,7 @@ impl Log {
     pub fn truncate_after(&self, index: u64) -> Result<()> {
         let writer = self.writer()?;
         let _maintenance = writer.maintenance.lock().unwrap_or_else(|poison| poison.into_inner());
-        let _round = writer.round.lock().unwrap_or_else(|poison| poison.into_inner());
+        let _claim = writer.claim();
         self.commit_round(writer)?;
         let mut state = writer.lock();
         let new_next = index.saturating_add(1);
@@ -924,7 +962,7 @@ impl Log {
     pub fn purge_before(&self, index: u64) -> Result<()> {
         let writer = self.writer()?;
         let _maintenance = writer.maintenance.lock().unwrap_or_else(|poison| poison.into_inner());
-        let _round = writer.round.lock().unwrap_or_else(|poison| poison.into_inner());
+        let _claim = writer.claim();
         self.commit_round(writer)?;
         if index > format::INDEX_MAX {
             return Err(Error::invalid(format!(
@@ -1184,7 +1222,7 @@ impl Log {
 }
 
 fn wants_round(state: &WriterState) -> bool {
-    !state.pending.is_empty() && !state.round_running && state.poisoned.is_none()
+    !state.pending.is_empty() && !state.claimed && state.poisoned.is_none()
 }
 
 fn watermark_stale(state: &WriterState, durability: Durability) -> bool {
