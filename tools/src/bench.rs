@@ -56,7 +56,15 @@ pub struct AppendArgs {
     /// Capacity of each segment file, for a new log.
     #[arg(long, value_name = "S", default_value_t = SEGMENT_BYTES_DEFAULT)]
     pub segment_bytes: u64,
+    /// Retention while appending: keep only the newest K segments, purging
+    /// older ones as the log grows (a log in steady state, whose purged
+    /// segment files are reused instead of new ones being zero-filled).
+    #[arg(long, value_name = "K")]
+    pub retain_segments: Option<usize>,
 }
+
+/// How often the retention thread looks at the log.
+const RETENTION_INTERVAL: Duration = Duration::from_millis(5);
 
 /// A checked request.
 #[derive(Debug)]
@@ -66,6 +74,7 @@ struct Plan {
     body_len: usize,
     concurrency: usize,
     batch: usize,
+    retain_segments: Option<usize>,
 }
 
 impl Plan {
@@ -84,6 +93,9 @@ impl Plan {
                 "--batch must be between 1 and {BATCH_RECORDS_MAX}, got {}",
                 args.batch
             )));
+        }
+        if args.retain_segments == Some(0) {
+            return Err(Failure::usage("--retain-segments must be at least 1"));
         }
         if args.size > PAYLOAD_BYTES_MAX {
             return Err(Failure::usage(format!(
@@ -105,6 +117,7 @@ impl Plan {
             body_len,
             concurrency: args.concurrency,
             batch: args.batch,
+            retain_segments: args.retain_segments,
         })
     }
 
@@ -178,6 +191,7 @@ fn run(log: &Log, plan: &Plan) -> Result<Outcome, Failure> {
     let syncs_before = log.stats().commit_syncs;
     let gate = Gate::default();
     let stop = AtomicBool::new(false);
+    let appenders_done = AtomicBool::new(false);
     let (elapsed, results) = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(plan.concurrency);
         for appender in 0..plan.concurrency {
@@ -209,6 +223,10 @@ fn run(log: &Log, plan: &Plan) -> Result<Outcome, Failure> {
         }
         let started = Instant::now();
         gate.open();
+        let appenders_done = &appenders_done;
+        let retention = plan
+            .retain_segments
+            .map(|keep| scope.spawn(move || retain(log, keep, appenders_done)));
         let results: Vec<_> = handles
             .into_iter()
             .map(|handle| {
@@ -217,7 +235,18 @@ fn run(log: &Log, plan: &Plan) -> Result<Outcome, Failure> {
                     .unwrap_or_else(|_| Err(Failure::usage("an appender thread panicked")))
             })
             .collect();
-        (started.elapsed(), results)
+        let elapsed = started.elapsed();
+        appenders_done.store(true, Ordering::Relaxed);
+        let retained = retention.map(|handle| {
+            handle
+                .join()
+                .unwrap_or_else(|_| Err(Failure::usage("the retention thread panicked")))
+        });
+        let mut results = results;
+        if let Some(Err(error)) = retained {
+            results.push(Err(error));
+        }
+        (elapsed, results)
     });
     let mut latency_ns = new_histogram()?;
     for result in results {
@@ -230,6 +259,19 @@ fn run(log: &Log, plan: &Plan) -> Result<Outcome, Failure> {
         fsyncs: log.stats().commit_syncs - syncs_before,
         latency_ns,
     })
+}
+
+/// The retention loop: keeps the newest `keep` segments until the
+/// appenders are done. Its histogram is empty; it only purges.
+fn retain(log: &Log, keep: usize, done: &AtomicBool) -> Result<Histogram<u64>, Failure> {
+    while !done.load(Ordering::Relaxed) {
+        let segments = log.segments();
+        if segments.len() > keep {
+            log.purge_before(segments[segments.len() - keep].first_index)?;
+        }
+        std::thread::sleep(RETENTION_INTERVAL);
+    }
+    new_histogram()
 }
 
 /// One appender's loop: its share of records, in batches, each `append`

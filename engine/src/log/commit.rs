@@ -39,7 +39,7 @@ use super::recovery::{self, Recovered, META_NAME};
 use super::segment::{self, Body, Segment};
 use super::{
     Durability, Log, NewRecord, View, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, PAYLOAD_BYTES_MAX, PENDING_APPENDS_MAX,
-    UNSYNCED_BYTES_MAX,
+    RECYCLED_SEGMENTS_MAX, UNSYNCED_BYTES_MAX,
 };
 use crate::error::{Error, Result};
 use crate::io::{OpenMode, StorageFile};
@@ -70,6 +70,8 @@ pub(super) struct WriterCell {
 #[derive(Default)]
 struct SpareSlot {
     spare: Option<Spare>,
+    /// Purged segment files, renamed to temporaries, ready for reuse.
+    recycled: Vec<Spare>,
     /// Set by the first append: a log that is only opened and read never
     /// writes a spare's worth of zeros.
     wanted: bool,
@@ -639,7 +641,11 @@ impl Log {
         let storage = self.shared.storage.as_ref();
         let dir = &self.shared.dir;
         let writer = self.writer()?;
-        let spare = writer.spare().spare.take();
+        // A recycled file first: it costs no zeros at all.
+        let spare = {
+            let mut slot = writer.spare();
+            slot.recycled.pop().or_else(|| slot.spare.take())
+        };
         let file = match spare {
             Some(spare) if spare.capacity == header.capacity => {
                 segment::install_spare(storage, dir, &spare.path, spare.file, header)
@@ -1008,13 +1014,55 @@ impl Log {
             state.next_index = index;
             state.durable_end = index;
         }
-        for segment in &doomed {
-            recovery::remove_segment_files(self.shared.storage.as_ref(), &self.shared.dir, segment.sequence())?;
+        for segment in doomed {
+            self.recycle_or_remove(segment)?;
         }
-        if !doomed.is_empty() {
-            self.sync_dir()?;
+        self.sync_dir()
+    }
+
+    /// Keeps a purged segment's file for reuse when the pool has room and
+    /// nobody can still read it (no record, cursor or view holds its map:
+    /// a reused file's bytes change, a removed file's never do); removes
+    /// it otherwise. Not durable until the directory is synced.
+    fn recycle_or_remove(&self, segment: Arc<Segment>) -> Result<()> {
+        let storage = self.shared.storage.as_ref();
+        let dir = &self.shared.dir;
+        let writer = self.writer()?;
+        let unshared = match &segment.body {
+            Body::Active { map } | Body::Sealed { map, .. } => Arc::strong_count(map) == 1,
+            Body::Compressed { .. } => false,
+        };
+        let reusable = unshared
+            && Arc::strong_count(&segment) == 1
+            && segment.header.capacity == self.shared.options.segment_bytes
+            && writer.spare().recycled.len() < RECYCLED_SEGMENTS_MAX;
+        if !reusable {
+            return recovery::remove_segment_files(storage, dir, segment.sequence());
         }
+        let from = dir.join(segment::segment_name(segment.sequence()));
+        let to = dir.join(format!("recycled-{:020}{}", segment.sequence(), segment::TEMP_SUFFIX));
+        drop(segment);
+        let recycle = || -> std::io::Result<Arc<dyn StorageFile>> {
+            storage.rename(&from, &to)?;
+            storage.open(&to, OpenMode::ReadWrite)
+        };
+        let file = recycle().map_err(|error| Error::io("recycling a purged segment", error))?;
+        writer.spare().recycled.push(Spare {
+            path: to,
+            file,
+            capacity: self.shared.options.segment_bytes,
+        });
         Ok(())
+    }
+
+    /// Removes the files kept for reuse (at close). Best effort: an open
+    /// removes leftover temporaries anyway.
+    pub(super) fn discard_recycled(&self) {
+        if let Some(writer) = &self.shared.writer {
+            for spare in writer.spare().recycled.drain(..) {
+                let _ = self.shared.storage.remove(&spare.path);
+            }
+        }
     }
 
     /// Replaces META with a new purge point.

@@ -57,6 +57,9 @@ pub const DISK_RESERVE_BYTES_DEFAULT: u64 = 256 << 20;
 /// How long the log must be idle before the flusher brings the on-disk
 /// watermark up to date with one extra sync.
 pub const IDLE_WATERMARK_DELAY_DEFAULT: Duration = Duration::from_millis(20);
+/// Purged segment files kept for reuse, at most: a log with retention
+/// reuses them instead of writing a new segment's worth of zeros.
+pub const RECYCLED_SEGMENTS_MAX: usize = 2;
 /// Decompressed segment images kept in memory, at most.
 pub const DECOMPRESSED_CACHED_MAX: usize = 2;
 
@@ -648,6 +651,7 @@ impl Drop for Log {
             if let Err(error) = self.commit_pending() {
                 tracing::warn!(%error, "final commit on close failed");
             }
+            self.discard_recycled();
         }
     }
 }

@@ -34,7 +34,7 @@
 //! | case                 | what is at the position           | durable | action                               |
 //! |----------------------|-----------------------------------|---------|--------------------------------------|
 //! | `Valid`              | a record, crc ok, index `i`       | any     | accept it, go on                     |
-//! | `CleanEnd`           | zeros                             | no      | the log ends here                    |
+//! | `CleanEnd`           | zeros, or a record of a recycled file's earlier life (index below the segment's first) | no | the log ends here |
 //! | `DurableMissing`     | zeros                             | yes     | error `DurableRecordLost`            |
 //! | `TornTail`           | bad crc/length/version, or index ≠ `i` | no | truncate: zero the unsynced extent, sync, log a warning |
 //! | `DurableDamaged`     | bad crc/length/version, or index ≠ `i` | yes | error `DurableRecordLost`          |
@@ -416,6 +416,16 @@ fn scan_tail(segment: &Segment, access: Access) -> Result<TailScan> {
                 offsets.push(offset as u32);
                 offset += header.framed_len();
                 continue;
+            }
+            // A recycled segment's earlier life: its records all have
+            // indexes below this segment's first. The new records end here.
+            Slot::Valid(header) if header.index < segment.first_index() && !durable => {
+                return Ok(TailScan {
+                    case: TailCase::CleanEnd,
+                    offsets,
+                    watermark,
+                    repair: None,
+                })
             }
             Slot::Valid(header) => CorruptionKind::UnexpectedIndex {
                 expected: index,

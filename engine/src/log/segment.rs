@@ -93,8 +93,12 @@ pub fn create_spare(storage: &dyn Storage, temp: &Path, capacity: u64) -> Result
     })
 }
 
-/// Turns a spare into segment `header.sequence`: writes its header and
-/// initial watermark, syncs, renames it into place, syncs the directory.
+/// Turns a spare (zero-filled, or a recycled segment) into segment
+/// `header.sequence`: writes its header page (header, initial watermark,
+/// empty second slot) and a zero footer, syncs, renames it into place,
+/// syncs the directory. Records of a recycled file's earlier life stay in
+/// the record area: their indexes are below `first_index`, and recovery
+/// reads the first of them as the end of the log.
 ///
 /// On disk when it returns `Ok`: the segment, durable, under its final
 /// name. On error the spare is removed (best effort).
@@ -110,9 +114,15 @@ pub fn install_spare(
         generation: 0,
         durable_end: header.first_index,
     };
+    // The whole header page, so that a recycled file keeps no watermark
+    // of its earlier life, and a zeroed footer, so that it is not sealed.
+    let mut page = vec![0u8; RECORDS_OFFSET as usize];
+    page[..SEGMENT_HEADER_BYTES].copy_from_slice(&header.encode());
+    let slot = watermark.slot_offset() as usize;
+    page[slot..slot + format::WATERMARK_BYTES].copy_from_slice(&watermark.encode());
     let install = || -> std::io::Result<()> {
-        file.write_all_at(&header.encode(), 0)?;
-        file.write_all_at(&watermark.encode(), watermark.slot_offset())?;
+        file.write_all_at(&page, 0)?;
+        file.write_all_at(&[0u8; FOOTER_BYTES], header.capacity - FOOTER_BYTES as u64)?;
         file.sync_data()?;
         storage.rename(temp, &dir.join(&name))?;
         storage.sync_dir(dir)
