@@ -13,8 +13,15 @@
 //! run. Appends written while a round is syncing wait for the next round,
 //! so many appenders share one sync.
 //!
-//! Who runs rounds is the [`FlushMode`]: a blocking appender leads a round
-//! itself when none is running (no thread hop on the latency path); in
+//! One round runs at a time: whoever runs it holds the writer's *claim*,
+//! taken under the writer lock. An appender that finds the claim free
+//! takes it and leads a round (no thread hop on the latency path); one
+//! that finds it taken follows: it waits on a condition variable, and all
+//! followers are released together when the round ends, so the next
+//! leader syncs for every append written meanwhile. Maintenance
+//! (truncate, purge, seal) holds the claim too.
+//!
+//! Who runs rounds is the [`FlushMode`]: blocking appenders as above; in
 //! `Background` mode a flusher thread also runs rounds for callback
 //! appends and brings the watermark up to date when the log is idle; in
 //! `Manual` mode a simulation calls `commit_pending` when it chooses.

@@ -4,7 +4,11 @@
 //! A segment is named by its zero-padded sequence number
 //! (`00000000000000000007.seg`), has a fixed capacity and is preallocated
 //! by writing zeros, so appends overwrite allocated space and `fdatasync`
-//! never has to update file metadata. A sealed segment carries an index
+//! never has to update file metadata. A segment removed by a purge may be
+//! reused as a later segment instead (no zeros to write): its new header
+//! page and zero footer make it a fresh segment, and its old records, all
+//! indexed below the new first index, read as the end of the log. A sealed
+//! segment carries an index
 //! block (the offset of every record) and a footer, so a lookup by index
 //! never scans. A compressed segment (`….seg.zst`) holds the same image,
 //! compressed with zstd.
