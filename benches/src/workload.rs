@@ -1,6 +1,12 @@
 //! The engine under load: concurrent durable appenders, log building,
 //! sequential and random reads, and open.
 //!
+//! Appenders run on a fresh log ([`open_fresh`], every new segment a new
+//! zero-filled file) or beside a retention thread in steady state
+//! ([`warm_up_retaining`], then [`run_appenders_retaining`]: a new segment
+//! reuses a purged file, writing no zeros, whenever a purge has freed one
+//! in time).
+//!
 //! Logs are opened with [`log_options`]: the defaults (64 MiB segments,
 //! synced durability, background flusher) except a small disk reserve.
 //! Every run is bounded by a [`RunLimit`]; building a log is bounded by the
@@ -8,7 +14,7 @@
 
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,19 +72,155 @@ pub fn open_fresh(dir: &Path, record_bytes: usize) -> BenchResult<Log> {
 /// `operations_max` appends in all (claimed from one shared counter, so
 /// every thread stays busy to the end) or its time runs out. Times the
 /// wall clock from the moment every thread is ready; thread start is not
-/// timed.
+/// timed. The first failure stops the other appenders at their next append.
 pub fn run_appenders(log: &Log, shape: AppendShape, limit: RunLimit) -> BenchResult<Measured> {
+    Ok(run_appenders_with(log, shape, limit, None)?.measured)
+}
+
+/// How often the retention thread of [`run_appenders_retaining`] looks at
+/// the log.
+pub const RETENTION_INTERVAL: Duration = Duration::from_millis(5);
+
+/// What a run with a retention thread did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RetainedRun {
+    /// The appenders' work, timed as [`run_appenders`] times it.
+    pub measured: Measured,
+    /// `Log::purge_before` calls the retention thread made.
+    pub purges: u64,
+}
+
+/// [`run_appenders`] with a retention thread beside the appenders: every
+/// [`RETENTION_INTERVAL`] it keeps only the newest `segments_kept`
+/// segments ([`retain_newest`]), as a log with retention does in steady
+/// state, so that purged segment files are reused for new segments. The
+/// thread starts with the appenders and stops when they are done, or when
+/// `limit`'s time runs out; its failure stops the appenders and is
+/// returned.
+pub fn run_appenders_retaining(
+    log: &Log,
+    shape: AppendShape,
+    limit: RunLimit,
+    segments_kept: usize,
+) -> BenchResult<RetainedRun> {
+    assert!(segments_kept > 0);
+    run_appenders_with(log, shape, limit, Some(segments_kept))
+}
+
+/// Purges every segment but the newest `segments_kept` (the oldest kept
+/// segment's first record becomes the log's first). True if it purged.
+pub fn retain_newest(log: &Log, segments_kept: usize) -> BenchResult<bool> {
+    assert!(segments_kept > 0);
+    let segments = log.segments();
+    if segments.len() <= segments_kept {
+        return Ok(false);
+    }
+    log.purge_before(segments[segments.len() - segments_kept].first_index)?;
+    Ok(true)
+}
+
+/// What [`warm_up_retaining`] did before the measured runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WarmUp {
+    /// Payload bytes appended.
+    pub bytes: u64,
+    /// Segments purged (their files recycled, up to the engine's pool).
+    pub segments_purged: u64,
+    pub elapsed: Duration,
+}
+
+/// Appends to `log` with retention ([`run_appenders_retaining`]), one
+/// segment's worth at a time, until at least `segments_kept + 2` segments
+/// have been written and purged since the call began: from then on, new
+/// segments reuse purged files (the engine keeps a few for reuse), as in a
+/// long-running log with retention.
+/// Fails if `time_max` runs out first. The log must stay open afterwards
+/// (closing it removes the files kept for reuse).
+pub fn warm_up_retaining(
+    log: &Log,
+    shape: AppendShape,
+    segments_kept: usize,
+    time_max: Duration,
+) -> BenchResult<WarmUp> {
+    assert!(segments_kept > 0);
+    let wanted = segments_kept as u64 + 2;
+    let first_sequence = first_segment_sequence(log)?;
+    let segment_bytes = log
+        .segments()
+        .last()
+        .map_or(log_options().segment_bytes, |segment| segment.capacity);
+    let appends_per_chunk = segment_bytes.div_ceil(shape.bytes_per_append()).max(1);
+    // Each chunk fills about one segment; `wanted` purged segments need
+    // `wanted + segments_kept` filled, and a few more cover chunks cut
+    // short or ending just before a purge.
+    let chunks_max = 4 * (wanted + segments_kept as u64) + 4;
+    let start = Instant::now();
+    let mut warm_up = WarmUp::default();
+    for _ in 0..chunks_max {
+        warm_up.segments_purged = first_segment_sequence(log)? - first_sequence;
+        let left = time_max.saturating_sub(start.elapsed());
+        if warm_up.segments_purged >= wanted || left.is_zero() {
+            break;
+        }
+        let run = run_appenders_retaining(log, shape, RunLimit::count(appends_per_chunk, left), segments_kept)?;
+        warm_up.bytes += run.measured.bytes;
+    }
+    warm_up.segments_purged = first_segment_sequence(log)? - first_sequence;
+    warm_up.elapsed = start.elapsed();
+    if warm_up.segments_purged < wanted {
+        return Err(format!(
+            "warm-up with retention purged {} of {wanted} segments ({} MiB appended in {:?}); the disk is too slow for the warm-up's bounds",
+            warm_up.segments_purged,
+            warm_up.bytes >> 20,
+            warm_up.elapsed
+        )
+        .into());
+    }
+    Ok(warm_up)
+}
+
+/// The sequence number of the log's oldest segment: it grows by one for
+/// every segment purged.
+pub fn first_segment_sequence(log: &Log) -> BenchResult<u64> {
+    log.segments()
+        .first()
+        .map(|segment| segment.sequence)
+        .ok_or_else(|| "the log has no segment".into())
+}
+
+/// The sequence number of the log's newest segment: it grows by one for
+/// every segment started.
+pub fn last_segment_sequence(log: &Log) -> BenchResult<u64> {
+    log.segments()
+        .last()
+        .map(|segment| segment.sequence)
+        .ok_or_else(|| "the log has no segment".into())
+}
+
+/// [`run_appenders`], and [`run_appenders_retaining`] when `segments_kept`
+/// is given.
+fn run_appenders_with(
+    log: &Log,
+    shape: AppendShape,
+    limit: RunLimit,
+    segments_kept: Option<usize>,
+) -> BenchResult<RetainedRun> {
     assert!((1..=APPENDERS_MAX).contains(&shape.appenders));
     assert!(shape.batch_records > 0);
-    let gate = Gate::new(shape.appenders);
+    let gate = Gate::new(shape.appenders + usize::from(segments_kept.is_some()));
     let claimed = AtomicU64::new(0);
-    let (appends, elapsed) = std::thread::scope(|scope| {
+    // Set by the first failure, and when the appenders are done (to stop
+    // the retention thread).
+    let stop = AtomicBool::new(false);
+    let (appends, purges, elapsed) = std::thread::scope(|scope| {
+        let (gate, claimed, stop) = (&gate, &claimed, &stop);
         let mut handles = Vec::with_capacity(shape.appenders);
         for seed in 0..shape.appenders {
-            let (gate, claimed) = (&gate, &claimed);
             let spawned = std::thread::Builder::new()
                 .name(format!("appender-{seed}"))
-                .spawn_scoped(scope, move || appender(log, shape, seed as u64, gate, claimed, limit));
+                .spawn_scoped(scope, move || {
+                    stopping_on_error(stop, appender(log, shape, seed as u64, gate, claimed, stop, limit))
+                });
             match spawned {
                 Ok(handle) => handles.push(handle),
                 Err(error) => {
@@ -87,24 +229,73 @@ pub fn run_appenders(log: &Log, shape: AppendShape, limit: RunLimit) -> BenchRes
                 }
             }
         }
+        let retention = match segments_kept {
+            Some(kept) => {
+                let spawned = std::thread::Builder::new()
+                    .name("retention".into())
+                    .spawn_scoped(scope, move || {
+                        stopping_on_error(stop, retain(log, kept, gate, stop, limit))
+                    });
+                match spawned {
+                    Ok(handle) => Some(handle),
+                    Err(error) => {
+                        gate.open(false);
+                        return Err(format!("starting the retention thread: {error}").into());
+                    }
+                }
+            }
+            None => None,
+        };
         gate.wait_ready();
         let start = Instant::now();
         gate.open(true);
         let mut appends = 0;
+        let mut failure = None;
         for handle in handles {
             match handle.join() {
-                Ok(done) => appends += done?,
-                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(Ok(done)) => appends += done,
+                Ok(Err(error)) => {
+                    failure.get_or_insert(error);
+                }
+                Err(panic) => {
+                    stop.store(true, Ordering::Relaxed);
+                    std::panic::resume_unwind(panic)
+                }
             }
         }
-        Ok::<_, crate::BenchError>((appends, start.elapsed()))
+        let elapsed = start.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let purges = match retention.map(|handle| handle.join()) {
+            None => 0,
+            Some(Ok(Ok(purges))) => purges,
+            Some(Ok(Err(error))) => {
+                failure.get_or_insert(error);
+                0
+            }
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        };
+        match failure {
+            Some(error) => Err(error),
+            None => Ok::<_, crate::BenchError>((appends, purges, elapsed)),
+        }
     })?;
-    Ok(Measured {
-        operations: appends,
-        records: appends * shape.records_per_append(),
-        bytes: appends * shape.bytes_per_append(),
-        elapsed,
+    Ok(RetainedRun {
+        measured: Measured {
+            operations: appends,
+            records: appends * shape.records_per_append(),
+            bytes: appends * shape.bytes_per_append(),
+            elapsed,
+        },
+        purges,
     })
+}
+
+/// Passes `result` on, first setting `stop` if it is a failure.
+fn stopping_on_error<T>(stop: &AtomicBool, result: BenchResult<T>) -> BenchResult<T> {
+    if result.is_err() {
+        stop.store(true, Ordering::Relaxed);
+    }
+    result
 }
 
 fn appender(
@@ -113,6 +304,7 @@ fn appender(
     seed: u64,
     gate: &Gate,
     claimed: &AtomicU64,
+    stop: &AtomicBool,
     limit: RunLimit,
 ) -> BenchResult<u64> {
     let bytes = payload(shape.record_bytes, seed);
@@ -122,11 +314,35 @@ fn appender(
     }
     let deadline = Instant::now() + limit.time_max;
     let mut appends = 0;
-    while claimed.fetch_add(1, Ordering::Relaxed) < limit.operations_max && Instant::now() < deadline {
+    while claimed.fetch_add(1, Ordering::Relaxed) < limit.operations_max
+        && Instant::now() < deadline
+        && !stop.load(Ordering::Relaxed)
+    {
         log.append(&batch)?;
         appends += 1;
     }
     Ok(appends)
+}
+
+/// The retention thread: [`retain_newest`] every [`RETENTION_INTERVAL`]
+/// until `stop`, within `limit`'s time (and so at most one check per
+/// interval of it). Returns how many times it purged.
+fn retain(log: &Log, segments_kept: usize, gate: &Gate, stop: &AtomicBool, limit: RunLimit) -> BenchResult<u64> {
+    if !gate.arrive_and_wait() {
+        return Ok(0);
+    }
+    let deadline = Instant::now() + limit.time_max;
+    let checks_max = (limit.time_max.as_nanos() / RETENTION_INTERVAL.as_nanos()).saturating_add(1);
+    let mut purges = 0;
+    let mut checks = 0;
+    while checks < checks_max && !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        if retain_newest(log, segments_kept)? {
+            purges += 1;
+        }
+        checks += 1;
+        std::thread::sleep(RETENTION_INTERVAL.min(deadline.saturating_duration_since(Instant::now())));
+    }
+    Ok(purges)
 }
 
 fn record(payload: &[u8]) -> NewRecord<'_> {

@@ -966,61 +966,87 @@ impl Log {
     }
 
     /// Removes every record below `index` (retention): whole segments below
-    /// it are deleted; records of a segment that straddles it stay on disk
-    /// but are no longer readable. If `index` is past the end, the log
-    /// becomes empty and the next append gets `index`.
+    /// it are deleted (or kept for reuse); records of a segment that
+    /// straddles it stay on disk but are no longer readable. If `index` is
+    /// past the end, the log becomes empty and the next append gets `index`.
+    ///
+    /// A purge inside the log touches only its front, so it runs beside
+    /// appends: it holds neither the writer's claim nor its lock, only the
+    /// readers' view for a moment. A purge past the end stops appends
+    /// while it empties the log.
     ///
     /// On disk when it returns `Ok`: the purge point, durable in META
     /// *before* any segment was deleted; the deletions, durable.
     pub fn purge_before(&self, index: u64) -> Result<()> {
         let writer = self.writer()?;
-        let _maintenance = writer.maintenance.lock().unwrap_or_else(|poison| poison.into_inner());
-        let _claim = writer.claim();
-        self.commit_round(writer)?;
         if index > format::INDEX_MAX {
             return Err(Error::invalid(format!(
                 "cannot purge before {index}: indexes end at {}",
                 format::INDEX_MAX
             )));
         }
-        let mut state = writer.lock();
+        let _maintenance = writer.maintenance.lock().unwrap_or_else(|poison| poison.into_inner());
+        if let Some(cause) = &writer.lock().poisoned {
+            return Err(Error::Poisoned { cause: cause.clone() });
+        }
         if index <= self.first_index() {
             return Ok(());
         }
-        let result = self.purge_locked(&mut state, index);
+        // Only truncation lowers the next index, and it is excluded by the
+        // maintenance lock: a purge point inside the log stays inside it.
+        let result = if index < writer.lock().next_index {
+            self.purge_front(index)
+        } else {
+            let _claim = writer.claim();
+            self.commit_round(writer)?;
+            let mut state = writer.lock();
+            self.purge_everything(&mut state, index)
+        };
         if let Err(error) = &result {
-            state.poisoned = Some(error.to_string());
+            writer.lock().poisoned = Some(error.to_string());
         }
         result
     }
 
-    fn purge_locked(&self, state: &mut WriterState, index: u64) -> Result<()> {
+    /// Purges whole segments below `index < next_index`.
+    fn purge_front(&self, index: u64) -> Result<()> {
         self.write_meta(index)?;
-        let everything = index >= state.next_index;
         let doomed: Vec<Arc<Segment>> = {
             let mut view = self.view_mut();
             view.first_index = index;
-            view.next_index = view.next_index.max(index);
-            let keep_from = if everything {
-                view.segments.len()
-            } else {
-                // A segment goes when the next one starts at or before `index`.
-                view.segments
-                    .windows(2)
-                    .take_while(|pair| pair[1].first_index() <= index)
-                    .count()
-            };
-            let doomed: Vec<_> = view.segments.drain(..keep_from).collect();
-            if everything {
-                view.active_offsets.clear();
-            }
-            doomed
+            // A segment goes when the next one starts at or before `index`;
+            // the last (active) segment never does.
+            let keep_from = view
+                .segments
+                .windows(2)
+                .take_while(|pair| pair[1].first_index() <= index)
+                .count();
+            view.segments.drain(..keep_from).collect()
         };
-        if everything {
-            state.active = None;
-            state.next_index = index;
-            state.durable_end = index;
+        let removed_any = !doomed.is_empty();
+        for segment in doomed {
+            self.recycle_or_remove(segment)?;
         }
+        if removed_any {
+            self.sync_dir()?;
+        }
+        Ok(())
+    }
+
+    /// Purges every record: the log restarts empty at `index`. The caller
+    /// holds the claim and the writer lock.
+    fn purge_everything(&self, state: &mut WriterState, index: u64) -> Result<()> {
+        self.write_meta(index)?;
+        let doomed: Vec<Arc<Segment>> = {
+            let mut view = self.view_mut();
+            view.first_index = index;
+            view.next_index = index;
+            view.active_offsets.clear();
+            view.segments.drain(..).collect()
+        };
+        state.active = None;
+        state.next_index = index;
+        state.durable_end = index;
         for segment in doomed {
             self.recycle_or_remove(segment)?;
         }
