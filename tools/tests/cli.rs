@@ -526,3 +526,49 @@ fn compressed_segments_are_counted_read_and_verified() {
     assert_eq!(lines[0]["payload"]["text"], "hello farmlog");
     assert!(lines.iter().all(|line| line["crc"] == "ok"));
 }
+
+#[test]
+fn bench_with_retention_purges_while_appending_and_leaves_a_valid_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = farmlog(&[
+        "bench",
+        "append",
+        "--dir",
+        path(dir.path()),
+        "--records",
+        "3000",
+        "--size",
+        "256",
+        "--concurrency",
+        "4",
+        "--batch",
+        "4",
+        "--segment-bytes",
+        &SEGMENT_BYTES_SMALL.to_string(),
+        "--retain-segments",
+        "2",
+    ]);
+    run.assert_code(0);
+    let stat = farmlog(&["stat", path(dir.path()), "--json"]);
+    stat.assert_code(0);
+    let stat: Value = serde_json::from_str(stat.stdout.trim()).expect("stat --json is JSON");
+    let first = stat["first_index"].as_u64().expect("first_index");
+    assert!(first > 1, "retention purged the front: first index {first}");
+    assert_eq!(stat["last_index"].as_u64(), Some(3000));
+    farmlog(&["verify", path(dir.path())]).assert_code(0);
+    let zero = farmlog(&[
+        "bench",
+        "append",
+        "--dir",
+        path(dir.path()),
+        "--records",
+        "1",
+        "--size",
+        "256",
+        "--concurrency",
+        "1",
+        "--retain-segments",
+        "0",
+    ]);
+    zero.assert_code(2);
+}
