@@ -897,6 +897,7 @@ fn fresh_segment(sequence: u64, first_index: u64, records: &[Vec<u8>]) -> Vec<u8
     let watermark = Watermark {
         generation: 0,
         durable_end: first_index,
+        clean_end: 0,
     };
     let mut segment = vec![0u8; LOG_SEGMENT_BYTES as usize];
     segment[..SEGMENT_HEADER_BYTES].copy_from_slice(&header.encode());
@@ -1031,6 +1032,7 @@ fn decode_record_seeds() -> Vec<Seed> {
     let watermark = Watermark {
         generation: 3,
         durable_end: 12,
+        clean_end: 0,
     };
     vec![
         seed("seed-record-raw", raw_record.clone()),

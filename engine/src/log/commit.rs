@@ -160,6 +160,7 @@ impl WriterCell {
                     watermark: recovered.active_watermark.unwrap_or(Watermark {
                         generation: 0,
                         durable_end: segment.first_index(),
+                        clean_end: 0,
                     }),
                 })
             }
@@ -503,6 +504,7 @@ impl Log {
         if !self.fits_active(&state, &encoded) {
             self.roll_over(&mut state)?;
         }
+        self.clear_clean_mark(&mut state)?;
         let first_index = state.next_index;
         if first_index + batch.len() as u64 > format::INDEX_MAX {
             return Err(Error::invalid(format!(
@@ -552,6 +554,67 @@ impl Log {
             self.commit_pending()?;
         }
         Ok((ticket, last_index))
+    }
+
+    /// Before the first write into a segment that was closed cleanly,
+    /// replaces its clean-close watermark by an ordinary one (synced), so
+    /// that a crash from now on is never mistaken for a clean end.
+    ///
+    /// On disk when it returns `Ok`: no clean-close mark in the active
+    /// segment.
+    fn clear_clean_mark(&self, state: &mut WriterState) -> Result<()> {
+        let Some(active) = state.active.as_mut().filter(|active| active.watermark.clean_end != 0) else {
+            return Ok(());
+        };
+        let cleared = Watermark {
+            generation: active.watermark.generation + 1,
+            durable_end: active.watermark.durable_end,
+            clean_end: 0,
+        };
+        let write = || -> std::io::Result<()> {
+            active.file.write_all_at(&cleared.encode(), cleared.slot_offset())?;
+            active.file.sync_data()
+        };
+        if let Err(error) = write() {
+            let cause = format!("clearing the clean-close mark: {error}");
+            state.poisoned = Some(cause.clone());
+            return Err(Error::Poisoned { cause });
+        }
+        active.watermark = cleared;
+        Ok(())
+    }
+
+    /// At a clean close: marks in the active segment's watermark where its
+    /// records end, so that the next open need not zero what follows.
+    /// Skipped (harmlessly: the next open then zeroes the bounded extent)
+    /// when anything is unacknowledged, poisoned or unsynced by design.
+    ///
+    /// On disk when it returns `Ok`: a watermark covering every record,
+    /// with the clean end, durable.
+    pub(super) fn mark_clean_close(&self) -> Result<()> {
+        let writer = self.writer()?;
+        if self.shared.options.durability != Durability::Synced {
+            return Ok(());
+        }
+        let _claim = writer.claim();
+        let mut state = writer.lock();
+        let settled = state.poisoned.is_none() && state.acked_ticket == state.next_ticket;
+        let durable_end = state.durable_end;
+        let Some(active) = state.active.as_mut().filter(|_| settled) else {
+            return Ok(());
+        };
+        let mark = Watermark {
+            generation: active.watermark.generation + 1,
+            durable_end,
+            clean_end: active.write_offset,
+        };
+        let write = || -> std::io::Result<()> {
+            active.file.write_all_at(&mark.encode(), mark.slot_offset())?;
+            active.file.sync_data()
+        };
+        write().map_err(|error| Error::io("marking a clean close", error))?;
+        active.watermark = mark;
+        Ok(())
     }
 
     fn check_disk_reserve(&self) -> Result<()> {
@@ -631,6 +694,7 @@ impl Log {
             watermark: Watermark {
                 generation: 0,
                 durable_end: header.first_index,
+                clean_end: 0,
             },
         });
         let mut view = self.view_mut();
@@ -893,11 +957,13 @@ impl Log {
         let path = dir.join(segment::segment_name(segment.sequence()));
         if segment.is_compressed() {
             restore_uncompressed(self, segment, bytes.bytes())?;
+            self.forget_decompressed(segment.sequence());
         }
         let (file, reloaded) = segment::load_mapped(storage, &path, segment.sequence(), OpenMode::ReadWrite)?;
         let watermark = Watermark::newest(&reloaded_bytes(&reloaded)[..RECORDS_OFFSET as usize]).unwrap_or(Watermark {
             generation: 0,
             durable_end: segment.first_index(),
+            clean_end: 0,
         });
         let end = offsets.last().map_or(RECORDS_OFFSET, |&last| {
             last as u64 + record_len_in(bytes.bytes(), last as u64)
@@ -905,6 +971,7 @@ impl Log {
         let lowered = Watermark {
             generation: watermark.generation + 1,
             durable_end: watermark.durable_end.min(segment.first_index() + count),
+            clean_end: 0,
         };
         let capacity = segment.header.capacity;
         let index_start = segment::records_limit(capacity, count);
@@ -948,6 +1015,7 @@ impl Log {
         let lowered = Watermark {
             generation: active.watermark.generation + 1,
             durable_end: active.watermark.durable_end.min(new_next),
+            clean_end: 0,
         };
         let file = active.file.clone();
         let lower = || -> std::io::Result<()> {
@@ -1148,6 +1216,7 @@ impl Log {
         segment::compress(storage, dir, segment, image.bytes())?;
         let path = dir.join(segment::compressed_name(segment.sequence()));
         let compressed = Arc::new(segment::load_compressed(storage, &path, segment.sequence())?);
+        self.forget_decompressed(segment.sequence());
         let mut view = self.view_mut();
         if let Some(slot) = view
             .segments
@@ -1232,6 +1301,7 @@ fn plan_round(state: &WriterState, durability: Durability) -> Option<RoundPlan> 
         .map(|active| Watermark {
             generation: active.watermark.generation + 1,
             durable_end: state.durable_end,
+            clean_end: 0,
         });
     Some(RoundPlan {
         target_ticket: state.next_ticket,

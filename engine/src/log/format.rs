@@ -115,7 +115,11 @@ impl SegmentHeader {
 //   8      8    generation (u64); the valid slot with the higher one wins
 //   16     8    durable end: every record with index < durable end was
 //                acknowledged durable
-//   24     8    reserved, zero
+//   24     8    clean end: written only by a clean close, the offset just
+//                past the last record, after which nothing was ever written
+//                in this life of the file; 0 while the log is open or after
+//                a crash (then bytes past the records may be unsynced
+//                writes, and recovery zeroes them)
 //
 // Generation g is written to slot g % 2, so the previous slot is intact
 // while the next one is being written.
@@ -130,6 +134,8 @@ pub const WATERMARK_SLOT_OFFSETS: [u64; 2] = [512, 1024];
 pub struct Watermark {
     pub generation: u64,
     pub durable_end: u64,
+    /// See the layout: non-zero only after a clean close.
+    pub clean_end: u64,
 }
 
 impl Watermark {
@@ -142,6 +148,7 @@ impl Watermark {
         bytes[0..4].copy_from_slice(&WATERMARK_MAGIC);
         bytes[8..16].copy_from_slice(&self.generation.to_le_bytes());
         bytes[16..24].copy_from_slice(&self.durable_end.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.clean_end.to_le_bytes());
         let crc = crc_skipping(&bytes, 4);
         bytes[4..8].copy_from_slice(&crc.to_le_bytes());
         bytes
@@ -156,6 +163,7 @@ impl Watermark {
         Some(Self {
             generation: read_u64(bytes, 8),
             durable_end: read_u64(bytes, 16),
+            clean_end: read_u64(bytes, 24),
         })
     }
 
@@ -612,6 +620,7 @@ mod tests {
             let watermark = Watermark {
                 generation,
                 durable_end: generation * 10,
+                clean_end: 0,
             };
             let at = watermark.slot_offset() as usize;
             page[at..at + WATERMARK_BYTES].copy_from_slice(&watermark.encode());

@@ -506,6 +506,17 @@ impl Log {
         Ok((segment, offset))
     }
 
+    /// Drops a cached decompressed image: the segment's compressed form
+    /// changed (it was restored for truncation, or compressed anew).
+    fn forget_decompressed(&self, sequence: u64) {
+        let mut cache = self
+            .shared
+            .decompressed
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        cache.retain(|(cached, _)| *cached != sequence);
+    }
+
     /// The bytes of a segment: its map, or a (cached) decompressed image.
     fn segment_bytes(&self, segment: &Segment) -> Result<Arc<dyn ReadMap>> {
         if !segment.is_compressed() {
@@ -648,7 +659,7 @@ impl Drop for Log {
         if self.shared.writer.is_some() {
             // Bring the watermark up to date so that the next open can tell
             // every acknowledged record from a torn tail.
-            if let Err(error) = self.commit_pending() {
+            if let Err(error) = self.commit_pending().and_then(|()| self.mark_clean_close()) {
                 tracing::warn!(%error, "final commit on close failed");
             }
             self.discard_recycled();

@@ -34,7 +34,7 @@
 //! | case                 | what is at the position           | durable | action                               |
 //! |----------------------|-----------------------------------|---------|--------------------------------------|
 //! | `Valid`              | a record, crc ok, index `i`       | any     | accept it, go on                     |
-//! | `CleanEnd`           | zeros, or a record of a recycled file's earlier life (index below the segment's first) | no | the log ends here |
+//! | `CleanEnd`           | zeros, or a record of a recycled file's earlier life (index below the segment's first) | no | the log ends here; unless the watermark marks a clean close right here, zero the unsynced extent after it (a crash can keep a later record's page and drop an earlier one's), sync |
 //! | `DurableMissing`     | zeros                             | yes     | error `DurableRecordLost`            |
 //! | `TornTail`           | bad crc/length/version, or index ≠ `i` | no | truncate: zero the unsynced extent, sync, log a warning |
 //! | `DurableDamaged`     | bad crc/length/version, or index ≠ `i` | yes | error `DurableRecordLost`          |
@@ -420,24 +420,26 @@ fn scan_tail(segment: &Segment, access: Access) -> Result<TailScan> {
             // A recycled segment's earlier life: its records all have
             // indexes below this segment's first. The new records end here.
             Slot::Valid(header) if header.index < segment.first_index() && !durable => {
+                let repair = unless_closed_cleanly(&watermark, offset, capacity);
                 return Ok(TailScan {
                     case: TailCase::CleanEnd,
                     offsets,
                     watermark,
-                    repair: None,
-                })
+                    repair,
+                });
             }
             Slot::Valid(header) => CorruptionKind::UnexpectedIndex {
                 expected: index,
                 found: header.index,
             },
             Slot::Zero if !durable => {
+                let repair = unless_closed_cleanly(&watermark, offset, capacity);
                 return Ok(TailScan {
                     case: TailCase::CleanEnd,
                     offsets,
                     watermark,
-                    repair: None,
-                })
+                    repair,
+                });
             }
             Slot::Zero => CorruptionKind::Missing { durable_end },
             Slot::Invalid(kind) => kind,
@@ -454,7 +456,7 @@ fn scan_tail(segment: &Segment, access: Access) -> Result<TailScan> {
                 repair: None,
             });
         }
-        let end = (offset + UNSYNCED_EXTENT_BYTES_MAX).min(segment::records_limit(capacity, 0));
+        let end = unsynced_extent_end(offset, capacity);
         return Ok(TailScan {
             case: TailCase::TornTail {
                 segment: segment.sequence(),
@@ -469,11 +471,29 @@ fn scan_tail(segment: &Segment, access: Access) -> Result<TailScan> {
     }
 }
 
-/// Zeros a torn tail's extent (only as far as it holds non-zero bytes) and
-/// syncs it. Read-only opens only log it.
+/// Where the extent that may hold unsynced writes ends, for records ending
+/// at `offset`.
+fn unsynced_extent_end(offset: u64, capacity: u64) -> u64 {
+    (offset + UNSYNCED_EXTENT_BYTES_MAX).min(segment::records_limit(capacity, 0))
+}
+
+/// The extent to zero after records that end cleanly at `offset`: none if
+/// the log was closed cleanly right there; otherwise (a crash) the
+/// unsynced extent, because a power loss can drop the page of the first
+/// unacknowledged record and keep the page of a later one. Left in place,
+/// that record would follow the next append of the same size.
+fn unless_closed_cleanly(watermark: &Watermark, offset: u64, capacity: u64) -> Option<Repair> {
+    (watermark.clean_end != offset).then(|| Repair {
+        offset,
+        end: unsynced_extent_end(offset, capacity),
+    })
+}
+
+/// Zeros the extent after the last good record (only as far as it holds
+/// non-zero bytes) and syncs it. Read-only opens only log it.
 ///
-/// On disk when it returns `Ok` (writable): zeros from the torn record to
-/// the end of the unsynced extent, durable.
+/// On disk when it returns `Ok` (writable): zeros from the end of the
+/// records to the end of the unsynced extent, durable.
 fn repair_torn_tail(file: &dyn StorageFile, segment: &Segment, repair: &Repair, access: Access) -> Result<()> {
     let Body::Active { map } = &segment.body else {
         unreachable!("only an unsealed segment has a torn tail");
@@ -482,18 +502,20 @@ fn repair_torn_tail(file: &dyn StorageFile, segment: &Segment, repair: &Repair, 
         tracing::debug!(
             segment = segment.sequence(),
             offset = repair.offset,
-            "read-only open: torn tail ignored"
+            "read-only open: tail left as found"
         );
         return Ok(());
     }
     let bytes = &map.bytes()[repair.offset as usize..repair.end as usize];
     let dirty_len = bytes.iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1);
-    tracing::warn!(
-        segment = segment.sequence(),
-        offset = repair.offset,
-        bytes = dirty_len,
-        "truncating a torn tail that was never acknowledged durable"
-    );
+    if dirty_len > 0 {
+        tracing::warn!(
+            segment = segment.sequence(),
+            offset = repair.offset,
+            bytes = dirty_len,
+            "zeroing a tail that was never acknowledged durable (torn, or left by a crash)"
+        );
+    }
     if dirty_len > 0 {
         zero_range(file, repair.offset, repair.offset + dirty_len as u64)
             .map_err(|error| Error::io("zeroing a torn tail", error))?;

@@ -117,6 +117,7 @@ pub fn install_spare(
     let watermark = format::Watermark {
         generation: 0,
         durable_end: header.first_index,
+        clean_end: 0,
     };
     // The whole header page, so that a recycled file keeps no watermark
     // of its earlier life, and a zeroed footer, so that it is not sealed.
@@ -146,10 +147,13 @@ pub fn records_limit(capacity: u64, record_count: u64) -> u64 {
         .saturating_sub(record_count * format::INDEX_ENTRY_BYTES as u64)
 }
 
-/// Writes the index block and footer of a segment and syncs it.
+/// Writes the index block of a segment and syncs it (with every record),
+/// then writes the footer and syncs again.
 ///
 /// On disk when it returns `Ok`: every record of the segment, its index
-/// block and its footer, durable. The segment is sealed.
+/// block and its footer, durable. The segment is sealed. A crash before it
+/// returns leaves the segment unsealed (no valid footer) or sealed with
+/// everything the footer describes durable.
 pub fn seal(file: &dyn StorageFile, header: &SegmentHeader, offsets: &[u32], records_end: u64) -> Result<()> {
     let index_block = format::encode_index(offsets);
     let footer = Footer {
@@ -164,11 +168,16 @@ pub fn seal(file: &dyn StorageFile, header: &SegmentHeader, offsets: &[u32], rec
         .filter(|&offset| offset >= records_end)
         .ok_or_else(|| Error::invalid("segment has no room left for its index block"))?;
     let context = || format!("sealing segment {:020}", header.sequence);
-    file.write_all_at(&index_block, index_offset)
-        .map_err(|error| Error::io(context(), error))?;
-    file.write_all_at(&footer.encode(), header.capacity - FOOTER_BYTES as u64)
-        .map_err(|error| Error::io(context(), error))?;
-    file.sync_data().map_err(|error| Error::io(context(), error))
+    // The footer is the commit point: it is written only once the records
+    // and the index block it describes are durable. One sync for both
+    // would let a power loss keep the footer and lose records under it.
+    let seal = || -> std::io::Result<()> {
+        file.write_all_at(&index_block, index_offset)?;
+        file.sync_data()?;
+        file.write_all_at(&footer.encode(), header.capacity - FOOTER_BYTES as u64)?;
+        file.sync_data()
+    };
+    seal().map_err(|error| Error::io(context(), error))
 }
 
 /// An image of a segment's bytes in memory (a decompressed segment),
