@@ -823,7 +823,7 @@ impl Log {
         *last = Arc::new(Segment {
             header: active.header,
             body: Body::Sealed {
-                map: map.clone(),
+                map: segment::LazyMap::ready(active.file.clone(), active.header.capacity, map.clone()),
                 footer,
                 index_checked: std::sync::OnceLock::new(),
             },
@@ -960,7 +960,8 @@ impl Log {
             self.forget_decompressed(segment.sequence());
         }
         let (file, reloaded) = segment::load_mapped(storage, &path, segment.sequence(), OpenMode::ReadWrite)?;
-        let watermark = Watermark::newest(&reloaded_bytes(&reloaded)[..RECORDS_OFFSET as usize]).unwrap_or(Watermark {
+        let map = reloaded.bytes(storage)?;
+        let watermark = Watermark::newest(&map.bytes()[..RECORDS_OFFSET as usize]).unwrap_or(Watermark {
             generation: 0,
             durable_end: segment.first_index(),
             clean_end: 0,
@@ -981,13 +982,10 @@ impl Log {
             file.sync_data()
         };
         erase().map_err(|error| Error::io("unsealing a segment for truncation", error))?;
-        let (Body::Sealed { map, .. } | Body::Active { map }) = &reloaded.body else {
-            unreachable!("a freshly loaded plain segment is mapped");
-        };
         let mut view = self.view_mut();
         *view.segments.last_mut().expect("the segment is in the view") = Arc::new(Segment {
             header: segment.header,
-            body: Body::Active { map: map.clone() },
+            body: Body::Active { map },
         });
         view.active_offsets = offsets.clone();
         Ok(Active {
@@ -1130,7 +1128,8 @@ impl Log {
         let dir = &self.shared.dir;
         let writer = self.writer()?;
         let unshared = match &segment.body {
-            Body::Active { map } | Body::Sealed { map, .. } => Arc::strong_count(map) == 1,
+            Body::Active { map } => Arc::strong_count(map) == 1,
+            Body::Sealed { map, .. } => map.is_unshared(),
             Body::Compressed { .. } => false,
         };
         let reusable = unshared
@@ -1240,13 +1239,6 @@ impl Log {
     }
 }
 
-fn reloaded_bytes(segment: &Segment) -> &[u8] {
-    match &segment.body {
-        Body::Active { map } | Body::Sealed { map, .. } => map.bytes(),
-        Body::Compressed { .. } => &[],
-    }
-}
-
 fn record_len_in(bytes: &[u8], offset: u64) -> u64 {
     let at = offset as usize;
     bytes
@@ -1341,6 +1333,11 @@ impl Log {
         let delay = self.shared.options.idle_watermark_delay;
         loop {
             let mut state = writer.lock();
+            if state.shutting_down {
+                // Checked under the lock before waiting: a shutdown that
+                // came before the wait is never a lost wake-up.
+                return;
+            }
             let rounds_before = state.rounds;
             if !wants_round(&state) {
                 let (woken, timeout) = writer

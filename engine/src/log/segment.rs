@@ -223,9 +223,10 @@ pub enum Body {
     /// The segment being appended to; its record offsets live in the
     /// log's view, not here.
     Active { map: Arc<dyn ReadMap> },
-    /// A sealed segment, mapped; lookups go through its index block.
+    /// A sealed segment, mapped on first use; lookups go through its
+    /// index block.
     Sealed {
-        map: Arc<dyn ReadMap>,
+        map: LazyMap,
         footer: Footer,
         /// Set once the index block's crc has been checked (lazily, on
         /// first use, so that opening never reads every index block).
@@ -264,7 +265,8 @@ impl Segment {
     /// The bytes of the segment image: the map, or the decompressed image.
     pub fn bytes(&self, storage: &dyn Storage) -> Result<Arc<dyn ReadMap>> {
         match &self.body {
-            Body::Active { map } | Body::Sealed { map, .. } => Ok(map.clone()),
+            Body::Active { map } => Ok(map.clone()),
+            Body::Sealed { map, .. } => map.get(),
             Body::Compressed { path, header, image } => {
                 let mut cached = image.lock().unwrap_or_else(|poison| poison.into_inner());
                 if let Some(image) = cached.upgrade() {
@@ -343,8 +345,52 @@ impl Segment {
     }
 }
 
-/// Maps a segment file and decodes its header and footer, checking them
-/// against the file name. Reads two small ranges; never the records.
+/// A sealed segment's map, made on first use, so that opening a log maps
+/// nothing but its tail.
+#[derive(Debug)]
+pub struct LazyMap {
+    file: Arc<dyn StorageFile>,
+    len: u64,
+    map: OnceLock<Arc<dyn ReadMap>>,
+}
+
+impl LazyMap {
+    pub fn lazy(file: Arc<dyn StorageFile>, len: u64) -> Self {
+        Self {
+            file,
+            len,
+            map: OnceLock::new(),
+        }
+    }
+
+    /// A map that already exists (the segment was active until now).
+    pub fn ready(file: Arc<dyn StorageFile>, len: u64, map: Arc<dyn ReadMap>) -> Self {
+        let lazy = Self::lazy(file, len);
+        let _ = lazy.map.set(map);
+        lazy
+    }
+
+    pub fn get(&self) -> Result<Arc<dyn ReadMap>> {
+        if let Some(map) = self.map.get() {
+            return Ok(map.clone());
+        }
+        let map = self
+            .file
+            .map(self.len)
+            .map_err(|error| Error::io("mapping a sealed segment", error))?;
+        // Two readers may race to map; either map is as good.
+        Ok(self.map.get_or_init(|| map).clone())
+    }
+
+    /// Whether nobody but the segment holds the map (or it was never made).
+    pub fn is_unshared(&self) -> bool {
+        self.map.get().is_none_or(|map| Arc::strong_count(map) == 1)
+    }
+}
+
+/// Opens a segment file and decodes its header and footer (two small
+/// reads; never the records), checking them against the file name. Only
+/// an unsealed segment is mapped now; a sealed one on first use.
 pub fn load_mapped(
     storage: &dyn Storage,
     path: &Path,
@@ -361,21 +407,28 @@ pub fn load_mapped(
     if len < RECORDS_OFFSET + FOOTER_BYTES as u64 {
         return Err(corrupt(0, CorruptionKind::SegmentTooShort));
     }
-    let map = file
-        .map(len)
-        .map_err(|error| Error::io(format!("mapping {}", path.display()), error))?;
-    let bytes = map.bytes();
-    let header = SegmentHeader::decode(&bytes[..SEGMENT_HEADER_BYTES]).map_err(|kind| corrupt(0, kind))?;
+    let read = |offset: u64| -> Result<[u8; FOOTER_BYTES]> {
+        let mut bytes = [0u8; FOOTER_BYTES];
+        file.read_exact_at(&mut bytes, offset)
+            .map_err(|error| Error::io(format!("reading {}", path.display()), error))?;
+        Ok(bytes)
+    };
+    const _: () = assert!(SEGMENT_HEADER_BYTES == FOOTER_BYTES);
+    let header = SegmentHeader::decode(&read(0)?).map_err(|kind| corrupt(0, kind))?;
     if header.sequence != sequence || header.capacity != len {
         return Err(corrupt(0, CorruptionKind::SegmentHeaderInconsistent));
     }
-    let footer_at = len as usize - FOOTER_BYTES;
-    let body = match Footer::decode(&bytes[footer_at..]).map_err(|kind| corrupt(footer_at as u64, kind))? {
-        None => Body::Active { map },
+    let footer_at = len - FOOTER_BYTES as u64;
+    let body = match Footer::decode(&read(footer_at)?).map_err(|kind| corrupt(footer_at, kind))? {
+        None => Body::Active {
+            map: file
+                .map(len)
+                .map_err(|error| Error::io(format!("mapping {}", path.display()), error))?,
+        },
         Some(footer) => {
-            footer.check(&header).map_err(|kind| corrupt(footer_at as u64, kind))?;
+            footer.check(&header).map_err(|kind| corrupt(footer_at, kind))?;
             Body::Sealed {
-                map,
+                map: LazyMap::lazy(file.clone(), len),
                 footer,
                 index_checked: OnceLock::new(),
             }
