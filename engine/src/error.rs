@@ -53,10 +53,6 @@ pub enum Error {
     #[error("index {index} is not in the log (first {first}, next {next})")]
     OutOfRange { index: u64, first: u64, next: u64 },
 
-    /// The directory holds a format this build does not know.
-    #[error("unsupported on-disk format in {path}: {reason}")]
-    Unsupported { path: PathBuf, reason: String },
-
     /// The log was opened read-only.
     #[error("the log is open read-only")]
     ReadOnly,
