@@ -341,24 +341,28 @@ impl Log {
         let writer = self.writer()?;
         let (ticket, last_index) = self.write_batch(writer, batch, None)?;
         loop {
-            let mut state = writer.lock();
+            let state = writer.lock();
             if state.acked_ticket > ticket {
                 return Ok(last_index);
             }
             if let Some(cause) = &state.poisoned {
                 return Err(Error::Poisoned { cause: cause.clone() });
             }
-            if state.claimed {
-                // Follow: the round under way, or the next one, covers us.
-                drop(writer.wait(state));
-                continue;
-            }
-            // Lead: nobody is syncing, so this appender syncs for everyone
-            // written so far.
-            let _claim = writer.claim_locked(&mut state);
-            drop(state);
-            self.commit_round(writer)?;
+            self.follow_or_lead(writer, state)?;
         }
+    }
+
+    /// One step of waiting for a round: follow the round under way (wait
+    /// for it to end), or, if none is, lead one that syncs for everyone
+    /// written so far. The caller re-checks its condition afterwards.
+    fn follow_or_lead(&self, writer: &WriterCell, mut state: MutexGuard<'_, WriterState>) -> Result<()> {
+        if state.claimed {
+            drop(writer.wait(state));
+            return Ok(());
+        }
+        let _claim = writer.claim_locked(&mut state);
+        drop(state);
+        self.commit_round(writer)
     }
 
     /// Appends a batch without waiting for durability: returns the index of
@@ -640,7 +644,7 @@ impl Log {
     /// are under their bounds, leading rounds as needed.
     fn wait_for_room<'a>(&self, writer: &'a WriterCell) -> Result<MutexGuard<'a, WriterState>> {
         loop {
-            let mut state = writer.lock();
+            let state = writer.lock();
             if let Some(cause) = &state.poisoned {
                 return Err(Error::Poisoned { cause: cause.clone() });
             }
@@ -651,13 +655,7 @@ impl Log {
             if unsynced <= UNSYNCED_BYTES_MAX && state.pending.len() < PENDING_APPENDS_MAX {
                 return Ok(state);
             }
-            if state.claimed {
-                drop(writer.wait(state));
-                continue;
-            }
-            let _claim = writer.claim_locked(&mut state);
-            drop(state);
-            self.commit_round(writer)?;
+            self.follow_or_lead(writer, state)?;
         }
     }
 

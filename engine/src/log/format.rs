@@ -65,13 +65,10 @@ pub struct SegmentHeader {
 impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES] {
         let mut bytes = [0u8; SEGMENT_HEADER_BYTES];
-        bytes[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         bytes[16..24].copy_from_slice(&self.sequence.to_le_bytes());
         bytes[24..32].copy_from_slice(&self.first_index.to_le_bytes());
         bytes[32..40].copy_from_slice(&self.capacity.to_le_bytes());
-        let crc = crc_skipping(&bytes, 12);
-        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        seal_prologue(&mut bytes, &SEGMENT_MAGIC);
         bytes
     }
 
@@ -81,16 +78,12 @@ impl SegmentHeader {
         let bytes = bytes
             .get(..SEGMENT_HEADER_BYTES)
             .ok_or(CorruptionKind::SegmentTooShort)?;
-        if bytes[0..8] != SEGMENT_MAGIC {
-            return Err(CorruptionKind::BadSegmentMagic);
-        }
-        let version = read_u32(bytes, 8);
-        if version != FORMAT_VERSION {
-            return Err(CorruptionKind::UnknownFormatVersion(version));
-        }
-        if read_u32(bytes, 12) != crc_skipping(bytes, 12) {
-            return Err(CorruptionKind::SegmentHeaderChecksum);
-        }
+        check_prologue(
+            bytes,
+            &SEGMENT_MAGIC,
+            CorruptionKind::BadSegmentMagic,
+            CorruptionKind::SegmentHeaderChecksum,
+        )?;
         let header = Self {
             sequence: read_u64(bytes, 16),
             first_index: read_u64(bytes, 24),
@@ -351,15 +344,12 @@ pub struct Footer {
 impl Footer {
     pub fn encode(&self) -> [u8; FOOTER_BYTES] {
         let mut bytes = [0u8; FOOTER_BYTES];
-        bytes[0..8].copy_from_slice(&FOOTER_MAGIC);
-        bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         bytes[16..24].copy_from_slice(&self.sequence.to_le_bytes());
         bytes[24..32].copy_from_slice(&self.first_index.to_le_bytes());
         bytes[32..40].copy_from_slice(&self.record_count.to_le_bytes());
         bytes[40..48].copy_from_slice(&self.records_end.to_le_bytes());
         bytes[48..52].copy_from_slice(&self.index_crc.to_le_bytes());
-        let crc = crc_skipping(&bytes, 12);
-        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        seal_prologue(&mut bytes, &FOOTER_MAGIC);
         bytes
     }
 
@@ -370,16 +360,12 @@ impl Footer {
         if bytes.iter().all(|&byte| byte == 0) {
             return Ok(None);
         }
-        if bytes[0..8] != FOOTER_MAGIC {
-            return Err(CorruptionKind::BadFooterMagic);
-        }
-        let version = read_u32(bytes, 8);
-        if version != FORMAT_VERSION {
-            return Err(CorruptionKind::UnknownFormatVersion(version));
-        }
-        if read_u32(bytes, 12) != crc_skipping(bytes, 12) {
-            return Err(CorruptionKind::FooterChecksum);
-        }
+        check_prologue(
+            bytes,
+            &FOOTER_MAGIC,
+            CorruptionKind::BadFooterMagic,
+            CorruptionKind::FooterChecksum,
+        )?;
         Ok(Some(Self {
             sequence: read_u64(bytes, 16),
             first_index: read_u64(bytes, 24),
@@ -442,23 +428,19 @@ pub const META_BYTES: usize = 32;
 
 pub fn encode_meta(first_index: u64) -> [u8; META_BYTES] {
     let mut bytes = [0u8; META_BYTES];
-    bytes[0..8].copy_from_slice(&META_MAGIC);
-    bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     bytes[16..24].copy_from_slice(&first_index.to_le_bytes());
-    let crc = crc_skipping(&bytes, 12);
-    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+    seal_prologue(&mut bytes, &META_MAGIC);
     bytes
 }
 
 pub fn decode_meta(bytes: &[u8]) -> Result<u64, CorruptionKind> {
     let bytes = bytes.get(..META_BYTES).ok_or(CorruptionKind::MetaDamaged)?;
-    let version = read_u32(bytes, 8);
-    if bytes[0..8] != META_MAGIC || read_u32(bytes, 12) != crc_skipping(bytes, 12) {
-        return Err(CorruptionKind::MetaDamaged);
-    }
-    if version != FORMAT_VERSION {
-        return Err(CorruptionKind::UnknownFormatVersion(version));
-    }
+    check_prologue(
+        bytes,
+        &META_MAGIC,
+        CorruptionKind::MetaDamaged,
+        CorruptionKind::MetaDamaged,
+    )?;
     let first_index = read_u64(bytes, 16);
     if first_index > INDEX_MAX {
         return Err(CorruptionKind::MetaDamaged);
@@ -499,15 +481,12 @@ pub struct CompressedHeader {
 impl CompressedHeader {
     pub fn encode(&self) -> [u8; COMPRESSED_HEADER_BYTES] {
         let mut bytes = [0u8; COMPRESSED_HEADER_BYTES];
-        bytes[0..8].copy_from_slice(&COMPRESSED_MAGIC);
-        bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         bytes[16..24].copy_from_slice(&self.sequence.to_le_bytes());
         bytes[24..32].copy_from_slice(&self.first_index.to_le_bytes());
         bytes[32..40].copy_from_slice(&self.record_count.to_le_bytes());
         bytes[40..48].copy_from_slice(&self.image_len.to_le_bytes());
         bytes[48..52].copy_from_slice(&self.body_crc.to_le_bytes());
-        let crc = crc_skipping(&bytes, 12);
-        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        seal_prologue(&mut bytes, &COMPRESSED_MAGIC);
         bytes
     }
 
@@ -515,16 +494,12 @@ impl CompressedHeader {
         let bytes = bytes
             .get(..COMPRESSED_HEADER_BYTES)
             .ok_or(CorruptionKind::SegmentTooShort)?;
-        if bytes[0..8] != COMPRESSED_MAGIC {
-            return Err(CorruptionKind::BadSegmentMagic);
-        }
-        let version = read_u32(bytes, 8);
-        if version != FORMAT_VERSION {
-            return Err(CorruptionKind::UnknownFormatVersion(version));
-        }
-        if read_u32(bytes, 12) != crc_skipping(bytes, 12) {
-            return Err(CorruptionKind::SegmentHeaderChecksum);
-        }
+        check_prologue(
+            bytes,
+            &COMPRESSED_MAGIC,
+            CorruptionKind::BadSegmentMagic,
+            CorruptionKind::SegmentHeaderChecksum,
+        )?;
         let header = Self {
             sequence: read_u64(bytes, 16),
             first_index: read_u64(bytes, 24),
@@ -541,6 +516,39 @@ impl CompressedHeader {
         }
         Ok(header)
     }
+}
+
+// The prologue shared by the segment header, the footer, META and the
+// compressed header: magic at 0 (8 bytes), format version at 8 (u32), and
+// at 12 the crc32 of every other byte of the structure.
+const PROLOGUE_CRC_AT: usize = 12;
+
+/// Writes the prologue; call it last, once every field is in place.
+fn seal_prologue(bytes: &mut [u8], magic: &[u8; 8]) {
+    bytes[0..8].copy_from_slice(magic);
+    bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let crc = crc_skipping(bytes, PROLOGUE_CRC_AT);
+    bytes[PROLOGUE_CRC_AT..PROLOGUE_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Checks the prologue: magic, then version, then crc.
+fn check_prologue(
+    bytes: &[u8],
+    magic: &[u8; 8],
+    bad_magic: CorruptionKind,
+    bad_crc: CorruptionKind,
+) -> Result<(), CorruptionKind> {
+    if bytes[0..8] != *magic {
+        return Err(bad_magic);
+    }
+    let version = read_u32(bytes, 8);
+    if version != FORMAT_VERSION {
+        return Err(CorruptionKind::UnknownFormatVersion(version));
+    }
+    if read_u32(bytes, PROLOGUE_CRC_AT) != crc_skipping(bytes, PROLOGUE_CRC_AT) {
+        return Err(bad_crc);
+    }
+    Ok(())
 }
 
 /// The crc of `bytes` leaving out the 4-byte crc field at `crc_at`.

@@ -411,36 +411,34 @@ fn scan_tail(segment: &Segment, access: Access) -> Result<TailScan> {
         } else {
             segment::read_slot(bytes, offset, limit)
         };
-        let damage = match found {
-            Slot::Valid(header) if header.index == index => {
+        if let Slot::Valid(header) = &found {
+            if header.index == index {
                 offsets.push(offset as u32);
                 offset += header.framed_len();
                 continue;
             }
-            // A recycled segment's earlier life: its records all have
-            // indexes below this segment's first. The new records end here.
-            Slot::Valid(header) if header.index < segment.first_index() && !durable => {
-                let repair = unless_closed_cleanly(&watermark, offset, capacity);
-                return Ok(TailScan {
-                    case: TailCase::CleanEnd,
-                    offsets,
-                    watermark,
-                    repair,
-                });
-            }
+        }
+        // Zeros, or a record of a recycled segment's earlier life (all of
+        // its indexes are below this segment's first): the records end here.
+        let ends_here = match &found {
+            Slot::Zero => true,
+            Slot::Valid(header) => header.index < segment.first_index(),
+            Slot::Invalid(_) => false,
+        };
+        if ends_here && !durable {
+            let repair = unless_closed_cleanly(&watermark, offset, capacity);
+            return Ok(TailScan {
+                case: TailCase::CleanEnd,
+                offsets,
+                watermark,
+                repair,
+            });
+        }
+        let damage = match found {
             Slot::Valid(header) => CorruptionKind::UnexpectedIndex {
                 expected: index,
                 found: header.index,
             },
-            Slot::Zero if !durable => {
-                let repair = unless_closed_cleanly(&watermark, offset, capacity);
-                return Ok(TailScan {
-                    case: TailCase::CleanEnd,
-                    offsets,
-                    watermark,
-                    repair,
-                });
-            }
             Slot::Zero => CorruptionKind::Missing { durable_end },
             Slot::Invalid(kind) => kind,
         };
