@@ -14,12 +14,16 @@ use rkyv::{Archive, Deserialize, Serialize};
 pub const RAW: u16 = 0;
 /// A record written by `farmlog bench append`: [`BenchPayload`].
 pub const BENCH: u16 = 1;
+/// A batch of client commands for the state machine: see
+/// [`crate::state::batch`].
+pub const COMMAND_BATCH: u16 = 2;
 
 /// The name of a known tag, for tools.
 pub fn name(kind: u16) -> Option<&'static str> {
     match kind {
         RAW => Some("raw"),
         BENCH => Some("bench"),
+        COMMAND_BATCH => Some("commands"),
         _ => None,
     }
 }

@@ -1,0 +1,339 @@
+//! Stateless validation: the checks that need nothing but the command
+//! (fields, sizes, counts). They run where a command is proposed, before
+//! it enters the log, and again in apply from the same code, on the same
+//! archived bytes. A failure names the field.
+//!
+//! Checks that depend on state (does the parent exist, is the expected
+//! version right) belong to apply and produce a [`super::Rejection`].
+
+use std::fmt;
+
+use super::command::*;
+
+/// A command that fails a stateless check: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError {
+    /// The field's path inside the command, e.g. `body.header.class`.
+    pub field: String,
+    pub reason: String,
+}
+
+impl CommandError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "invalid field `{}`: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+type Checked = Result<(), CommandError>;
+
+/// Runs every stateless check on an archived command.
+pub fn validate(command: &ArchivedCommand) -> Checked {
+    let version = command.schema_version.to_native();
+    if version != SCHEMA_VERSION {
+        return Err(CommandError::new(
+            "schema_version",
+            format!("version {version} is not the version this build writes ({SCHEMA_VERSION})"),
+        ));
+    }
+    tenant_name("tenant", &command.tenant)?;
+    name("principal", &command.principal)?;
+    if command.encryption.is_some() {
+        return Err(CommandError::new(
+            "encryption",
+            "reserved for per-tenant encryption; must be empty in schema version 1",
+        ));
+    }
+    if let Some(session) = command.session.as_ref() {
+        if session.client_id.to_native() == 0 {
+            return Err(CommandError::new(
+                "session.client_id",
+                "0 is not a client id; open a session first",
+            ));
+        }
+    }
+    let landlord = command.tenant.as_str() == LANDLORD;
+    match &command.body {
+        ArchivedCommandBody::Tick => Ok(()),
+        ArchivedCommandBody::OpenSession => match command.session.is_some() {
+            true => Err(CommandError::new(
+                "session",
+                "opening a session cannot itself run in a session",
+            )),
+            false => Ok(()),
+        },
+        ArchivedCommandBody::RegisterCustomer(body) => register_customer(body, landlord),
+        ArchivedCommandBody::RegisterComponent(body) => register_component(body, landlord),
+        ArchivedCommandBody::SetEnabled(body) => name("body.component", &body.component),
+        ArchivedCommandBody::Deregister(body) => name("body.component.id", &body.component.id),
+        ArchivedCommandBody::MapManagementId(body) => {
+            name("body.proxy", &body.proxy)?;
+            name("body.management_id", &body.management_id)?;
+            optional_name("body.component", body.component.as_ref())
+        }
+        ArchivedCommandBody::DefineGroup(body) => {
+            name("body.name", &body.name)?;
+            match (GroupKind::from_archived(&body.kind), landlord) {
+                (GroupKind::Security, true) => Err(CommandError::new(
+                    "body.kind",
+                    "security groups hold one customer's components",
+                )),
+                _ => Ok(()),
+            }
+        }
+        ArchivedCommandBody::ChangeGroupMember(body) => {
+            name("body.group", &body.group)?;
+            name("body.member.id", &body.member.id)
+        }
+        ArchivedCommandBody::Upstream(message) => upstream(message, &command.tenant, landlord),
+        ArchivedCommandBody::StreamAppend(body) => stream_append(body),
+    }
+}
+
+fn register_customer(body: &ArchivedRegisterCustomer, landlord: bool) -> Checked {
+    if !landlord {
+        return Err(CommandError::new("tenant", "only the landlord registers customers"));
+    }
+    tenant_name("body.name", &body.name)?;
+    if body.name.as_str() == LANDLORD {
+        return Err(CommandError::new("body.name", "`landlord` is reserved"));
+    }
+    text("body.display_name", &body.display_name)
+}
+
+fn register_component(body: &ArchivedRegisterComponent, landlord: bool) -> Checked {
+    name("body.id", &body.id)?;
+    name("body.version", &body.version)?;
+    let kind = ComponentKind::from_archived(&body.kind);
+    if kind.is_hosted() != landlord {
+        let reason = match landlord {
+            true => format!("a {} belongs to a customer, not the landlord", kind.name()),
+            false => format!("a {} is hosted by the provider: the landlord registers it", kind.name()),
+        };
+        return Err(CommandError::new("body.kind", reason));
+    }
+    let parents = body.parents.len();
+    let allowed = match kind {
+        ComponentKind::ApplicationServer => 0..=0,
+        ComponentKind::SupportInstance => 1..=PARENTS_MAX,
+        _ => 1..=1,
+    };
+    if !allowed.contains(&parents) {
+        return Err(CommandError::new(
+            "body.parents",
+            format!(
+                "a {} has {}..={} parents, not {parents}",
+                kind.name(),
+                allowed.start(),
+                allowed.end()
+            ),
+        ));
+    }
+    for (at, parent) in body.parents.iter().enumerate() {
+        name(&format!("body.parents[{at}].id"), &parent.id)?;
+    }
+    if parents == 2 && same_ref(&body.parents[0], &body.parents[1]) {
+        return Err(CommandError::new("body.parents[1]", "the two parents must differ"));
+    }
+    Ok(())
+}
+
+fn same_ref(one: &ArchivedComponentRef, other: &ArchivedComponentRef) -> bool {
+    one.hosted == other.hosted && one.id == other.id
+}
+
+fn upstream(message: &ArchivedUpstreamMessage, tenant: &str, landlord: bool) -> Checked {
+    if landlord {
+        return Err(CommandError::new(
+            "tenant",
+            "upstream messages come from a customer's components",
+        ));
+    }
+    let header = &message.header;
+    name("body.header.message_id", &header.message_id)?;
+    name("body.header.source", &header.source)?;
+    name("body.header.source_version", &header.source_version)?;
+    if header.customer.as_str() != tenant {
+        return Err(CommandError::new(
+            "body.header.customer",
+            "must equal the command's tenant",
+        ));
+    }
+    name("body.header.class", &header.class)?;
+    name("body.header.subclass", &header.subclass)?;
+    if message.routing.len() > ROUTE_HOPS_MAX {
+        return Err(CommandError::new(
+            "body.routing",
+            format!("{} hops, more than {ROUTE_HOPS_MAX}", message.routing.len()),
+        ));
+    }
+    for (at, hop) in message.routing.iter().enumerate() {
+        name(&format!("body.routing[{at}].component.id"), &hop.component.id)?;
+    }
+    content(&message.content, header)
+}
+
+fn content(content: &ArchivedContent, header: &ArchivedMessageHeader) -> Checked {
+    match content {
+        ArchivedContent::Alarm(alarm) => {
+            name("body.content.alarm_id", &alarm.alarm_id)?;
+            name("body.content.support_instance", &alarm.support_instance)?;
+            text("body.content.text", &alarm.text)?;
+            bytes("body.content.data", alarm.data.len())
+        }
+        ArchivedContent::Event(event) => {
+            optional_name("body.content.support_instance", event.support_instance.as_ref())?;
+            text("body.content.text", &event.text)?;
+            bytes("body.content.data", event.data.len())
+        }
+        ArchivedContent::Data(data) => {
+            name("body.content.mime_type", &data.mime_type)?;
+            optional_name("body.content.encoding", data.encoding.as_ref())?;
+            bytes("body.content.body", data.body.len())?;
+            match data.size.to_native() == data.body.len() as u64 {
+                true => Ok(()),
+                false => Err(CommandError::new("body.content.size", "must equal the body's length")),
+            }
+        }
+        ArchivedContent::Response(response) => {
+            name("body.content.in_reply_to", &response.in_reply_to)?;
+            match response.error.as_ref() {
+                Some(error) => text("body.content.error", error),
+                None => Ok(()),
+            }
+        }
+        ArchivedContent::BulkRequest(request) => {
+            if request.size.to_native() == 0 {
+                return Err(CommandError::new(
+                    "body.content.size",
+                    "a bulk transfer has at least one byte",
+                ));
+            }
+            text("body.content.description", &request.description)
+        }
+        ArchivedContent::BulkResponse(response) => bulk_response(response),
+        ArchivedContent::Heartbeat(heartbeat) => {
+            if header.class.as_str() != HEARTBEAT_CLASS || header.subclass.as_str() != HEARTBEAT_SUBCLASS {
+                return Err(CommandError::new(
+                    "body.header.class",
+                    format!("a heartbeat has class `{HEARTBEAT_CLASS}` and subclass `{HEARTBEAT_SUBCLASS}`"),
+                ));
+            }
+            if heartbeat.components.len() > HEARTBEAT_COMPONENTS_MAX {
+                return Err(CommandError::new(
+                    "body.content.components",
+                    format!(
+                        "{} components, more than {HEARTBEAT_COMPONENTS_MAX}",
+                        heartbeat.components.len()
+                    ),
+                ));
+            }
+            for (at, component) in heartbeat.components.iter().enumerate() {
+                name(&format!("body.content.components[{at}]"), component)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn bulk_response(response: &ArchivedBulkResponse) -> Checked {
+    name("body.content.request_message_id", &response.request_message_id)?;
+    match (response.granted, response.url.as_ref(), response.reason.as_ref()) {
+        (true, Some(url), _) => {
+            if url.is_empty() || url.len() > URL_BYTES_MAX {
+                return Err(CommandError::new(
+                    "body.content.url",
+                    format!("1..={URL_BYTES_MAX} bytes"),
+                ));
+            }
+            Ok(())
+        }
+        (true, None, _) => Err(CommandError::new(
+            "body.content.url",
+            "a grant says where to send the data",
+        )),
+        (false, Some(_), _) => Err(CommandError::new("body.content.url", "a denial has no URL")),
+        (false, None, Some(reason)) => text("body.content.reason", reason),
+        (false, None, None) => Err(CommandError::new("body.content.reason", "a denial says why")),
+    }
+}
+
+fn stream_append(body: &ArchivedStreamAppend) -> Checked {
+    name("body.stream", &body.stream)?;
+    name("body.event_type", &body.event_type)?;
+    bytes("body.body", body.body.len())?;
+    if let Some(idempotency) = body.idempotency.as_ref() {
+        name("body.idempotency.key", &idempotency.key)?;
+        let window = idempotency.window_ms.to_native();
+        if window == 0 || window > IDEMPOTENCY_WINDOW_MS_MAX {
+            return Err(CommandError::new(
+                "body.idempotency.window_ms",
+                format!("{window} ms, not within 1..={IDEMPOTENCY_WINDOW_MS_MAX}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn name(field: &str, value: &str) -> Checked {
+    if value.is_empty() {
+        return Err(CommandError::new(field, "must not be empty"));
+    }
+    if value.len() > NAME_BYTES_MAX {
+        return Err(CommandError::new(
+            field,
+            format!("{} bytes, more than {NAME_BYTES_MAX}", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(CommandError::new(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn optional_name(field: &str, value: Option<&rkyv::string::ArchivedString>) -> Checked {
+    value.map_or(Ok(()), |value| name(field, value))
+}
+
+/// A tenant name: what certificates carry, so a plain, portable alphabet.
+fn tenant_name(field: &str, value: &str) -> Checked {
+    name(field, value)?;
+    let portable = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.');
+    match value.chars().all(portable) {
+        true => Ok(()),
+        false => Err(CommandError::new(
+            field,
+            "use lowercase ASCII letters, digits, `-`, `_` and `.`",
+        )),
+    }
+}
+
+fn text(field: &str, value: &str) -> Checked {
+    match value.len() <= TEXT_BYTES_MAX {
+        true => Ok(()),
+        false => Err(CommandError::new(
+            field,
+            format!("{} bytes, more than {TEXT_BYTES_MAX}", value.len()),
+        )),
+    }
+}
+
+fn bytes(field: &str, len: usize) -> Checked {
+    match len <= BODY_BYTES_MAX {
+        true => Ok(()),
+        false => Err(CommandError::new(
+            field,
+            format!("{len} bytes, more than {BODY_BYTES_MAX}"),
+        )),
+    }
+}
