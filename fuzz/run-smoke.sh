@@ -26,7 +26,7 @@ seconds="${FUZZ_SECONDS:-45}"
 input_timeout_seconds=10
 # Slack on top of the run time before the run itself counts as hung.
 run_slack_seconds=120
-targets=(open_dir decode_record)
+targets=(open_dir decode_record apply_batch)
 
 export RUSTC_BOOTSTRAP=1
 

@@ -1,14 +1,17 @@
 //! Replays the fuzz corpora (`fuzz/corpus/<target>/`) as ordinary tests,
 //! through the same harness the cargo-fuzz targets run
-//! (`fuzz/src/harness.rs`, included here as a module), so that every seed
+//! (`fuzz/src/harness.rs` and `fuzz/src/apply.rs`, included here as
+//! modules), so that every seed
 //! and every input a fuzzer ever crashed on is checked by `cargo test`.
 //!
-//! Every file of both corpora goes through both harnesses: each harness
+//! Every file of every corpus goes through every harness: each harness
 //! accepts any bytes. A failure names every input that panicked.
 //!
 //! To rewrite the seed inputs after a format change:
 //! `cargo test -p farmlog-engine --test fuzz_corpus -- --ignored write_seed_corpus`.
 
+#[path = "../../fuzz/src/apply.rs"]
+mod apply;
 #[path = "../../fuzz/src/harness.rs"]
 mod harness;
 
@@ -41,7 +44,7 @@ fn corpus_files(target: &str) -> Vec<PathBuf> {
 fn replay(harness_name: &str, harness: fn(&[u8])) {
     let mut failures = Vec::new();
     let mut replayed = 0;
-    for target in [harness::OPEN_DIR, harness::DECODE_RECORD] {
+    for target in [harness::OPEN_DIR, harness::DECODE_RECORD, apply::APPLY_BATCH] {
         let files = corpus_files(target);
         assert!(
             files.len() >= CORPUS_FILES_MIN,
@@ -75,6 +78,11 @@ fn decode_record_survives_every_corpus_input() {
     replay(harness::DECODE_RECORD, harness::decode_arbitrary_record);
 }
 
+#[test]
+fn apply_batch_survives_every_corpus_input() {
+    replay(apply::APPLY_BATCH, apply::apply_arbitrary_batch);
+}
+
 /// The seeds are built by the engine, so they drift when the format
 /// changes; this test rebuilds them (it never removes other inputs).
 #[test]
@@ -85,5 +93,11 @@ fn write_seed_corpus() {
         std::fs::create_dir_all(&dir).expect("creating the corpus directory");
         let path = dir.join(seed.name);
         std::fs::write(&path, &seed.bytes).unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
+    }
+    let dir = corpus_dir(apply::APPLY_BATCH);
+    std::fs::create_dir_all(&dir).expect("creating the corpus directory");
+    for (name, bytes) in apply::apply_seeds() {
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes).unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
     }
 }
