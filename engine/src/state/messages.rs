@@ -27,11 +27,11 @@ pub struct Messages {
     by_customer: Vec<Vec<u64>>,
     /// Per component slot: positions of the messages it sent.
     by_source: Vec<Vec<u64>>,
-    /// Per tenant slot: (class, subclass) → positions.
-    by_class: Vec<Table<(String, String), Vec<u64>>>,
-    /// Per tenant slot: (support instance slot, alarm id) → position of the
+    /// Per tenant slot: class → subclass → positions.
+    by_class: Vec<Table<String, Table<String, Vec<u64>>>>,
+    /// Per tenant slot: support instance slot → alarm id → position of the
     /// message that raised (or last updated) the open alarm.
-    open_alarms: Vec<BTreeMap<(Slot, String), u64>>,
+    open_alarms: Vec<BTreeMap<Slot, BTreeMap<String, u64>>>,
     stored: u64,
 }
 
@@ -111,11 +111,17 @@ impl Messages {
         per_slot(&mut self.by_customer, tenant).push(position);
         per_slot(&mut self.by_source, source).push(position);
         let classes = per_slot(&mut self.by_class, tenant);
-        let class = (header.class.to_string(), header.subclass.to_string());
-        match classes.slot(&class) {
-            Some(slot) => classes.get_mut(slot).push(position),
+        let class = match classes.slot(header.class.as_str()) {
+            Some(slot) => classes.get_mut(slot),
             None => {
-                classes.insert(class, vec![position]);
+                let slot = classes.insert(header.class.to_string(), Table::default());
+                classes.get_mut(slot)
+            }
+        };
+        match class.slot(header.subclass.as_str()) {
+            Some(slot) => class.get_mut(slot).push(position),
+            None => {
+                class.insert(header.subclass.to_string(), vec![position]);
             }
         }
         self.stored += 1;
@@ -149,23 +155,26 @@ impl Messages {
         raised: bool,
         position: u64,
     ) -> AlarmChange {
-        let open = per_slot(&mut self.open_alarms, tenant);
-        let key = (instance, alarm_id.to_string());
-        match (raised, open.contains_key(&key)) {
-            (true, false) => {
-                open.insert(key, position);
-                AlarmChange::Raised
-            }
-            (true, true) => {
-                open.insert(key, position);
+        let open = per_slot(&mut self.open_alarms, tenant).entry(instance).or_default();
+        let change = match (raised, open.get_mut(alarm_id)) {
+            (true, Some(open_at)) => {
+                *open_at = position;
                 AlarmChange::Updated
             }
-            (false, true) => {
-                open.remove(&key);
+            (true, None) => {
+                open.insert(alarm_id.to_string(), position);
+                AlarmChange::Raised
+            }
+            (false, Some(_)) => {
+                open.remove(alarm_id);
                 AlarmChange::Cleared
             }
-            (false, false) => AlarmChange::ClearedUnknown,
+            (false, None) => AlarmChange::ClearedUnknown,
+        };
+        if open.is_empty() {
+            self.open_alarms[tenant as usize].remove(&instance);
         }
+        change
     }
 
     // ------------------------------------------------------------ queries
@@ -202,8 +211,11 @@ impl Messages {
         let Some(classes) = self.by_class.get(tenant as usize) else {
             return Vec::new();
         };
-        match classes.slot(&(class.to_string(), subclass.to_string())) {
-            Some(slot) => page(classes.get(slot), from, limit, direction),
+        let Some(class) = classes.slot(class).map(|slot| classes.get(slot)) else {
+            return Vec::new();
+        };
+        match class.slot(subclass) {
+            Some(slot) => page(class.get(slot), from, limit, direction),
             None => Vec::new(),
         }
     }
@@ -213,10 +225,12 @@ impl Messages {
         let Some(open) = self.open_alarms.get(tenant as usize) else {
             return Vec::new();
         };
-        let alarms = open.iter().map(|((support_instance, alarm_id), &position)| OpenAlarm {
-            support_instance: *support_instance,
-            alarm_id: alarm_id.clone(),
-            position,
+        let alarms = open.iter().flat_map(|(&support_instance, alarms)| {
+            alarms.iter().map(move |(alarm_id, &position)| OpenAlarm {
+                support_instance,
+                alarm_id: alarm_id.clone(),
+                position,
+            })
         });
         alarms.collect()
     }
@@ -226,12 +240,21 @@ impl Messages {
     }
 
     pub fn open_alarm_count(&self) -> usize {
-        self.open_alarms.iter().map(BTreeMap::len).sum()
+        self.open_alarms
+            .iter()
+            .flat_map(BTreeMap::values)
+            .map(BTreeMap::len)
+            .sum()
     }
 
     pub(super) fn rebuild(&mut self) {
         self.by_id.iter_mut().for_each(Table::rebuild);
-        self.by_class.iter_mut().for_each(Table::rebuild);
+        for classes in &mut self.by_class {
+            classes.rebuild();
+            for slot in 0..classes.len() as Slot {
+                classes.get_mut(slot).rebuild();
+            }
+        }
     }
 }
 

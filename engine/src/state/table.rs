@@ -2,36 +2,50 @@
 //! in insertion order.
 //!
 //! Rows live in a `Vec`, so iteration order, snapshots and the state hash
-//! depend only on the order of inserts, which is log order. The hash map
-//! that finds a row by key is skipped by snapshots and rebuilt on restore;
-//! it is never iterated, so its random seed cannot leak into anything apply
-//! produces.
+//! depend only on the order of inserts, which is log order. The hash index
+//! that finds a row by key holds row numbers only (the key is not stored
+//! twice), is skipped by snapshots and rebuilt on restore, and is never
+//! iterated, so its random seed cannot leak into anything apply produces.
 
-use std::collections::HashMap;
-use std::hash::Hash;
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash, RandomState};
 
+use hashbrown::HashTable;
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// The dense number of a row, stable for the table's life.
 pub type Slot = u32;
 
-#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
-pub struct Table<K: Hash + Eq + Clone, V> {
+#[derive(Archive, Serialize, Deserialize, Clone)]
+pub struct Table<K: Hash + Eq, V> {
     rows: Vec<(K, V)>,
     #[rkyv(with = rkyv::with::Skip)]
-    lookup: HashMap<K, Slot>,
+    index: Index,
 }
 
-impl<K: Hash + Eq + Clone, V> Default for Table<K, V> {
+/// Row numbers by the hash of their keys.
+#[derive(Clone, Default)]
+struct Index {
+    slots: HashTable<Slot>,
+    hasher: RandomState,
+}
+
+impl<K: Hash + Eq, V> Default for Table<K, V> {
     fn default() -> Self {
         Self {
             rows: Vec::new(),
-            lookup: HashMap::new(),
+            index: Index::default(),
         }
     }
 }
 
-impl<K: Hash + Eq + Clone, V> Table<K, V> {
+impl<K: Hash + Eq + std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for Table<K, V> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_list().entries(&self.rows).finish()
+    }
+}
+
+impl<K: Hash + Eq, V> Table<K, V> {
     pub fn len(&self) -> usize {
         self.rows.len()
     }
@@ -42,18 +56,26 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
 
     pub fn slot<Q>(&self, key: &Q) -> Option<Slot>
     where
-        K: std::borrow::Borrow<Q>,
+        K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.lookup.get(key).copied()
+        let hash = self.index.hasher.hash_one(key);
+        self.index
+            .slots
+            .find(hash, |&slot| self.rows[slot as usize].0.borrow() == key)
+            .copied()
     }
 
     /// Adds a row; the key must be new.
     pub fn insert(&mut self, key: K, value: V) -> Slot {
+        debug_assert!(self.slot(&key).is_none(), "Table::insert with a key already present");
         let slot = Slot::try_from(self.rows.len()).expect("a table holds fewer than 2^32 rows");
-        let previous = self.lookup.insert(key.clone(), slot);
-        assert!(previous.is_none(), "Table::insert with a key already present");
+        let hash = self.index.hasher.hash_one(&key);
         self.rows.push((key, value));
+        let (rows, hasher) = (&self.rows, &self.index.hasher);
+        self.index
+            .slots
+            .insert_unique(hash, slot, |&slot| hasher.hash_one(&rows[slot as usize].0));
         slot
     }
 
@@ -76,13 +98,16 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
             .map(|(slot, (key, value))| (slot as Slot, key, value))
     }
 
-    /// Rebuilds the lookup map after a restore.
+    /// Rebuilds the index after a restore.
     pub fn rebuild(&mut self) {
-        self.lookup = self
-            .rows
-            .iter()
-            .enumerate()
-            .map(|(slot, (key, _))| (key.clone(), slot as Slot))
-            .collect();
+        let hasher = &self.index.hasher;
+        let mut slots = HashTable::with_capacity(self.rows.len());
+        for (slot, (key, _)) in self.rows.iter().enumerate() {
+            let rows = &self.rows;
+            slots.insert_unique(hasher.hash_one(key), slot as Slot, |&slot| {
+                hasher.hash_one(&rows[slot as usize].0)
+            });
+        }
+        self.index.slots = slots;
     }
 }

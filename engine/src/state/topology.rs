@@ -98,8 +98,8 @@ pub struct Topology {
     components: Vec<Component>,
     /// Per tenant slot: component id → global slot.
     ids: Vec<Table<String, Slot>>,
-    /// (proxy slot, management id) → component slot.
-    management_ids: BTreeMap<(Slot, String), Slot>,
+    /// Proxy slot → management id → component slot.
+    management_ids: BTreeMap<Slot, BTreeMap<String, Slot>>,
     /// Per tenant slot: group name → group.
     groups: Vec<Table<String, Group>>,
     /// (tenant, component) of every registered component that is late or
@@ -276,7 +276,7 @@ impl Topology {
                     kind,
                 });
             }
-            let key = (proxy, body.management_id.to_string());
+            let management_id = body.management_id.as_str();
             match body.component.as_ref() {
                 Some(id) => {
                     let component = self.registered(tenant, id.as_str());
@@ -286,10 +286,15 @@ impl Topology {
                     if !self.is_below(component, proxy) {
                         return Err(Rejection::NotReachable);
                     }
-                    self.management_ids.insert(key, component);
+                    self.management_ids
+                        .entry(proxy)
+                        .or_default()
+                        .insert(management_id.to_string(), component);
                 }
                 None => {
-                    self.management_ids.remove(&key).ok_or(Rejection::NotFound {
+                    let mapped = self.management_ids.get_mut(&proxy);
+                    let removed = mapped.and_then(|mapped| mapped.remove(management_id));
+                    removed.ok_or(Rejection::NotFound {
                         object: Object::Component,
                     })?;
                 }
@@ -469,7 +474,7 @@ impl Topology {
 
     /// The component a proxy maps a management id to.
     pub fn management_id(&self, proxy: Slot, management_id: &str) -> Option<Slot> {
-        self.management_ids.get(&(proxy, management_id.to_string())).copied()
+        self.management_ids.get(&proxy)?.get(management_id).copied()
     }
 
     pub fn group(&self, tenant: Slot, name: &str) -> Option<&Group> {
