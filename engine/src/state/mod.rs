@@ -37,6 +37,7 @@ pub mod testing;
 pub mod timers;
 pub mod topology;
 pub mod validate;
+pub mod view;
 
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,7 @@ pub use command::{Command, CommandBody, LANDLORD, SCHEMA_VERSION};
 pub use outcome::{AlarmChange, Effect, Fired, Object, Outcome, Rejection, Verdict};
 pub use snapshot::SnapshotError;
 pub use validate::CommandError;
+pub use view::TenantView;
 
 use command::{ArchivedCommand, ArchivedCommandBody};
 use sessions::{Admission, IdleCheck, Sessions};

@@ -395,3 +395,38 @@ fn bad_commands_name_the_field() {
         ),
     ]);
 }
+
+#[test]
+fn tenant_views_never_reveal_other_tenants() {
+    let state = with(
+        farm(),
+        vec![
+            (command(LANDLORD, 3, customer("globex")), Expect::Applied),
+            (
+                command("globex", 3, component("proxy", Proxy, vec![hosted("agg")])),
+                Expect::Applied,
+            ),
+            (
+                command("acme", 4, append("orders", ExpectedVersion::Any, None, b"a")),
+                Expect::Applied,
+            ),
+        ],
+    );
+    let acme = state.view("acme").unwrap();
+    let globex = state.view("globex").unwrap();
+    assert_eq!(acme.component("proxy").unwrap().tenant, "acme");
+    assert_eq!(globex.component("proxy").unwrap().tenant, "globex");
+    assert_eq!(globex.component("im"), None);
+    assert_eq!(globex.reachable_through("proxy").unwrap(), vec![]);
+    assert_eq!(globex.stream_version("orders"), None);
+    assert_eq!(acme.component("agg"), None, "hosted components are the landlord's");
+    let landlord = state.view(LANDLORD).unwrap();
+    let below: Vec<_> = landlord
+        .reachable_through("agg")
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.tenant, c.id))
+        .collect();
+    assert_eq!(below.len(), 4, "{below:?}");
+    assert!(state.view("nobody").is_none());
+}

@@ -117,8 +117,11 @@ fn register_component(body: &ArchivedRegisterComponent, landlord: bool) -> Check
     let kind = ComponentKind::from_archived(&body.kind);
     if kind.is_hosted() != landlord {
         let reason = match landlord {
-            true => format!("a {} belongs to a customer, not the landlord", kind.name()),
-            false => format!("a {} is hosted by the provider: the landlord registers it", kind.name()),
+            true => format!("kind `{}` belongs to a customer, not the landlord", kind.name()),
+            false => format!(
+                "kind `{}` is hosted by the provider: the landlord registers it",
+                kind.name()
+            ),
         };
         return Err(CommandError::new("body.kind", reason));
     }
@@ -132,7 +135,7 @@ fn register_component(body: &ArchivedRegisterComponent, landlord: bool) -> Check
         return Err(CommandError::new(
             "body.parents",
             format!(
-                "a {} has {}..={} parents, not {parents}",
+                "kind `{}` has {}..={} parents, not {parents}",
                 kind.name(),
                 allowed.start(),
                 allowed.end()
