@@ -430,3 +430,29 @@ fn tenant_views_never_reveal_other_tenants() {
     assert_eq!(below.len(), 4, "{below:?}");
     assert!(state.view("nobody").is_none());
 }
+
+#[test]
+fn a_deregistered_component_registers_again_with_its_kind() {
+    with(
+        farm(),
+        vec![
+            (command("acme", 3, deregister("si")), Expect::Applied),
+            (command("acme", 3, deregister("im")), Expect::Applied),
+            (
+                command("acme", 3, component("im", Proxy, vec![hosted("agg")])),
+                Expect::Rejected(Rejection::WrongKind {
+                    object: Object::Component,
+                    kind: IntegrationModule,
+                }),
+            ),
+            (
+                command("acme", 3, component("im", IntegrationModule, vec![own("proxy")])),
+                Expect::Applied,
+            ),
+            (
+                command("acme", 3, component("si", SupportInstance, vec![own("im")])),
+                Expect::Applied,
+            ),
+        ],
+    );
+}

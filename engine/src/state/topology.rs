@@ -156,10 +156,22 @@ impl Topology {
         let tenant = context.tenant;
         let kind = ComponentKind::from_archived(&body.kind);
         let existing = self.slot(tenant, body.id.as_str());
-        if existing.is_some_and(|slot| self.components[slot as usize].registered) {
-            return Err(Rejection::AlreadyExists {
-                object: Object::Component,
-            });
+        if let Some(slot) = existing {
+            let previous = &self.components[slot as usize];
+            if previous.registered {
+                return Err(Rejection::AlreadyExists {
+                    object: Object::Component,
+                });
+            }
+            // A component that registers again (an integration module that
+            // moved, say) keeps its slot, its history and its group
+            // memberships, so it must keep its kind.
+            if previous.kind != kind {
+                return Err(Rejection::WrongKind {
+                    object: Object::Component,
+                    kind: previous.kind,
+                });
+            }
         }
         let mut parents = Vec::with_capacity(body.parents.len());
         for parent in body.parents.iter() {
