@@ -1,12 +1,14 @@
-//! The offline inspectors: `dump`, `verify` and `stat`. Each opens the log
-//! with [`Log::open_read_only`], which never writes, truncates or takes the
-//! directory lock, so they are safe beside a running writer and never
-//! change what they look at.
+//! The offline inspectors: `dump`, `verify` and `stat` (`replay` is in
+//! [`crate::replay`]). Each opens the log with [`Log::open_read_only`],
+//! which never writes, truncates or takes the directory lock, so they are
+//! safe beside a running writer and never change what they look at.
 //!
 //! Invariants: a torn tail (never acknowledged) is a warning, never a
 //! failure; damage or a lost acknowledged record is reported with its
 //! segment, offset and index and ends the command with exit code 1; what
-//! could be read before the damage is still printed.
+//! could be read before the damage is still printed. A command batch whose
+//! bytes are intact but which apply would refuse is shown with its error
+//! in place and also ends `dump` with exit code 1.
 
 use std::io::{BufWriter, IsTerminal, Write};
 
@@ -14,14 +16,19 @@ use farmlog_engine::{kinds, Error, Log, Record, RecoveryReport, SegmentInfo, Tai
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
+use crate::preview::Preview;
+use crate::state_view::BatchView;
 use crate::{output_failed, DumpArgs, Failure, StatArgs, VerifyArgs};
 
 /// Most payload bytes a RAW (or unknown) record shows in a dump.
 pub const PREVIEW_BYTES_MAX: usize = 64;
 
 /// `farmlog dump`: every record of the range, one line (or JSON object)
-/// each. After a read error it prints the error in the stream as the
-/// failing record's crc status, then fails with its location.
+/// each; a command batch's text form adds one indented line per command.
+/// After a read error it prints the error in the stream as the failing
+/// record's crc status, then fails with its location. A command batch that
+/// apply would refuse is shown with its error and the dump goes on, then
+/// fails (exit 1) naming the first such record.
 pub fn dump(args: &DumpArgs) -> Result<(), Failure> {
     let from = args.from.unwrap_or(0);
     let to = args.to.unwrap_or(u64::MAX);
@@ -32,10 +39,12 @@ pub fn dump(args: &DumpArgs) -> Result<(), Failure> {
     warn_about_torn_tail(log.recovery_report());
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut expected = from.max(log.first_index());
+    let mut unsound = UnsoundBatches::default();
     for item in log.range(from..=to) {
         match item {
             Ok(record) => {
-                write_record(&mut out, &record, args.json).map_err(output_failed)?;
+                let damage = write_record(&mut out, &record, args.json).map_err(output_failed)?;
+                unsound.note(&record, damage);
                 expected = record.index() + 1;
             }
             Err(error) => {
@@ -46,7 +55,43 @@ pub fn dump(args: &DumpArgs) -> Result<(), Failure> {
         }
     }
     out.flush().map_err(output_failed)?;
-    fail_on_lost_records(log.recovery_report())
+    fail_on_lost_records(log.recovery_report())?;
+    unsound.into_result()
+}
+
+/// Command-batch records whose bytes are intact (crc ok) but which apply
+/// would refuse. The dump shows each in place and goes on; the first one
+/// fails the command at the end.
+#[derive(Default)]
+struct UnsoundBatches {
+    first: Option<String>,
+    count: u64,
+}
+
+impl UnsoundBatches {
+    fn note(&mut self, record: &Record, damage: Option<String>) {
+        let Some(reason) = damage else {
+            return;
+        };
+        self.count += 1;
+        if self.first.is_none() {
+            let (segment, offset) = record.location();
+            self.first = Some(format!(
+                "record {} (segment {segment}, offset {offset}) cannot be applied: {reason}",
+                record.index()
+            ));
+        }
+    }
+
+    fn into_result(self) -> Result<(), Failure> {
+        match self.first {
+            None => Ok(()),
+            Some(first) => Err(Failure::Damaged {
+                message: format!("{first} ({} unsound command batch(es) in the range)", self.count),
+                location: None,
+            }),
+        }
+    }
 }
 
 /// `farmlog verify`: the engine's full check, with a progress bar on a
@@ -123,7 +168,7 @@ fn progress_bar(segments: &[SegmentInfo]) -> ProgressBar {
     bar
 }
 
-fn warn_about_torn_tail(report: &RecoveryReport) {
+pub fn warn_about_torn_tail(report: &RecoveryReport) {
     if let TailCase::TornTail { .. } = &report.tail {
         eprintln!(
             "farmlog: warning: {}; it was never acknowledged durable (normal after a crash) and the next writable open cuts it off",
@@ -159,11 +204,14 @@ fn describe_tail(tail: &TailCase) -> String {
     }
 }
 
-fn write_record(out: &mut impl Write, record: &Record, json: bool) -> std::io::Result<()> {
+/// Writes one record; returns why its payload cannot be applied, if it
+/// is a command batch that is not sound.
+fn write_record(out: &mut impl Write, record: &Record, json: bool) -> std::io::Result<Option<String>> {
     let (segment, offset) = record.location();
     let kind = record.kind();
     let payload = record.payload();
     let decoded = Payload::decode(kind, payload);
+    let damage = decoded.damage().map(str::to_owned);
     if json {
         let object = json!({
             "index": record.index(),
@@ -177,7 +225,8 @@ fn write_record(out: &mut impl Write, record: &Record, json: bool) -> std::io::R
             "offset": offset,
             "payload": decoded.to_json(),
         });
-        return writeln!(out, "{object}");
+        writeln!(out, "{object}")?;
+        return Ok(damage);
     }
     writeln!(
         out,
@@ -191,7 +240,11 @@ fn write_record(out: &mut impl Write, record: &Record, json: bool) -> std::io::R
         segment,
         offset,
         decoded.to_text(),
-    )
+    )?;
+    if let Payload::Commands(batch) = &decoded {
+        batch.write_commands(out)?;
+    }
+    Ok(damage)
 }
 
 /// The failing position in the dump stream: its crc status is the error.
@@ -220,11 +273,11 @@ enum Payload {
     },
     /// A BENCH-tagged payload that is not a valid archive.
     InvalidBench(String),
+    /// A [`kinds::COMMAND_BATCH`] payload: every command, or why not.
+    Commands(BatchView),
     /// The first [`PREVIEW_BYTES_MAX`] bytes of anything else, as text
-    /// when they are printable UTF-8.
-    Text { text: String, truncated: bool },
-    /// Same, as hex when they are not.
-    Hex { hex: String, truncated: bool },
+    /// when they are printable UTF-8, as hex when they are not.
+    Preview(Preview),
 }
 
 impl Payload {
@@ -238,30 +291,16 @@ impl Payload {
                 },
                 Err(reason) => Self::InvalidBench(reason),
             },
-            _ => Self::preview(payload),
+            kinds::COMMAND_BATCH => Self::Commands(BatchView::decode(payload)),
+            _ => Self::Preview(Preview::of(payload, PREVIEW_BYTES_MAX)),
         }
     }
 
-    fn preview(payload: &[u8]) -> Self {
-        let shown = &payload[..payload.len().min(PREVIEW_BYTES_MAX)];
-        let truncated = shown.len() < payload.len();
-        let text = match std::str::from_utf8(shown) {
-            Ok(text) => Some(text),
-            // A multi-byte character cut by the truncation still counts.
-            Err(error) if truncated && error.error_len().is_none() => {
-                std::str::from_utf8(&shown[..error.valid_up_to()]).ok()
-            }
-            Err(_) => None,
-        };
-        match text.filter(|text| !text.chars().any(char::is_control)) {
-            Some(text) => Self::Text {
-                text: text.to_owned(),
-                truncated,
-            },
-            None => Self::Hex {
-                hex: shown.iter().map(|byte| format!("{byte:02x}")).collect(),
-                truncated,
-            },
+    /// Why a record whose bytes are intact still cannot be applied.
+    fn damage(&self) -> Option<&str> {
+        match self {
+            Self::Commands(batch) => batch.error(),
+            Self::Bench { .. } | Self::InvalidBench(_) | Self::Preview(_) => None,
         }
     }
 
@@ -273,13 +312,12 @@ impl Payload {
                 body_length,
             } => json!({ "appender": appender, "sequence": sequence, "body_length": body_length }),
             Self::InvalidBench(reason) => json!({ "error": format!("not a valid bench payload: {reason}") }),
-            Self::Text { text, truncated } => json!({ "text": text, "truncated": truncated }),
-            Self::Hex { hex, truncated } => json!({ "hex": hex, "truncated": truncated }),
+            Self::Commands(batch) => batch.to_json(),
+            Self::Preview(preview) => preview.to_json(),
         }
     }
 
     fn to_text(&self) -> String {
-        let ellipsis = |truncated: bool| if truncated { "..." } else { "" };
         match self {
             Self::Bench {
                 appender,
@@ -287,8 +325,8 @@ impl Payload {
                 body_length,
             } => format!("appender={appender} sequence={sequence} body_length={body_length}"),
             Self::InvalidBench(reason) => format!("payload_error={:?}", format!("not a valid bench payload: {reason}")),
-            Self::Text { text, truncated } => format!("text={text:?}{}", ellipsis(*truncated)),
-            Self::Hex { hex, truncated } => format!("hex={hex}{}", ellipsis(*truncated)),
+            Self::Commands(batch) => batch.summary_text(),
+            Self::Preview(preview) => preview.to_text(),
         }
     }
 }

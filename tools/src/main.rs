@@ -1,14 +1,21 @@
 //! `farmlog`: the operator's tool for a log directory. It parses the
 //! command line, sets up logging, dispatches to [`inspect`] (dump, verify,
-//! stat) or [`bench`] (append benchmark), and turns every failure into a
-//! `farmlog: <message>` line on stderr and a documented exit code.
+//! stat), [`replay`] (fold the log into state), [`bench`] (append
+//! benchmark) or [`bench_state`] (state machine benchmark), and turns every
+//! failure into a `farmlog: <message>` line on stderr and a documented exit
+//! code.
 //!
 //! Invariants: the inspecting commands open the log read-only and never
 //! modify the directory; nothing here panics on user input or I/O; the
 //! exit code alone tells damaged data (1) from usage or I/O errors (2).
 
 mod bench;
+mod bench_state;
 mod inspect;
+mod preview;
+mod replay;
+mod state_view;
+mod workload;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,13 +28,14 @@ use tracing_subscriber::EnvFilter;
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success (a torn, never-acknowledged tail is only a warning)
-  1  the log is damaged: corruption, or acknowledged records lost
+  1  the log is damaged: corruption, acknowledged records lost, or a command
+     batch that apply refuses (dump shows it in place; replay stops at it)
   2  usage error, or an I/O or other operational error
 
 Logging: set RUST_LOG (e.g. RUST_LOG=info) for engine diagnostics on stderr; default level warn.";
 
 #[derive(Debug, Parser)]
-#[command(name = "farmlog", version, about = "Inspect, verify and benchmark a farmlog log directory", after_help = EXIT_CODES_HELP)]
+#[command(name = "farmlog", version, about = "Inspect, verify, replay and benchmark a farmlog log directory", after_help = EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,7 +44,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print every record in a range: index, term, group, type, length, crc
-    /// status and the decoded payload. Read-only.
+    /// status and the decoded payload; for a command batch, every command's
+    /// slot, envelope and body. Read-only.
     #[command(after_help = EXIT_CODES_HELP)]
     Dump(DumpArgs),
     /// Check every segment header, footer, index block and record crc.
@@ -46,6 +55,11 @@ enum Command {
     /// Show the segments, record counts, sizes and indexes. Read-only.
     #[command(after_help = EXIT_CODES_HELP)]
     Stat(StatArgs),
+    /// Apply every command batch (up to --to) to a fresh state and print
+    /// the projections' counts, the outcomes and the state hash. Read-only
+    /// (except the --snapshot file).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Replay(replay::ReplayArgs),
     /// Benchmarks (these write to the directory they are given).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -61,7 +75,8 @@ pub struct DumpArgs {
     /// Last index to print, inclusive (default: the log's last).
     #[arg(long, value_name = "M")]
     pub to: Option<u64>,
-    /// One JSON object per line instead of text.
+    /// One JSON object per line instead of text. A command's byte fields
+    /// are {"length", "text" or "hex" (the first 32 bytes), "truncated"}.
     #[arg(long)]
     pub json: bool,
 }
@@ -87,6 +102,11 @@ enum BenchCommand {
     /// throughput, fsyncs and append latency. Ends with one JSON line.
     #[command(after_help = EXIT_CODES_HELP)]
     Append(bench::AppendArgs),
+    /// Generate a seeded farm workload of N commands, append it as command
+    /// batches, then time applying it to a fresh state (one thread),
+    /// snapshotting and restoring. Ends with one JSON line.
+    #[command(after_help = EXIT_CODES_HELP)]
+    State(bench_state::StateArgs),
 }
 
 /// Why a command failed, and so which exit code it ends with.
@@ -181,7 +201,9 @@ fn main() -> ExitCode {
         Command::Dump(args) => inspect::dump(&args),
         Command::Verify(args) => inspect::verify(&args),
         Command::Stat(args) => inspect::stat(&args),
+        Command::Replay(args) => replay::replay(&args),
         Command::Bench(BenchCommand::Append(args)) => bench::append(&args),
+        Command::Bench(BenchCommand::State(args)) => bench_state::state(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,10 +8,12 @@ use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 
+use common::{farmlog, json_lines, path, Run};
 use farmlog_engine::{kinds, Log, LogOptions, NewRecord};
 use serde_json::Value;
+
+mod common;
 
 /// Small segments, so that a few hundred records span several of them.
 const SEGMENT_BYTES_SMALL: u64 = 65536;
@@ -19,39 +21,6 @@ const SEGMENT_BYTES_SMALL: u64 = 65536;
 const RECORDS_OFFSET: u64 = 4096;
 const RECORD_HEADER_BYTES: u64 = 32;
 const FIRST_SEGMENT_FILE: &str = "00000000000000000001.seg";
-
-/// What one run of the binary did.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn assert_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "unexpected exit code; run: {self:#?}");
-        assert!(!self.stderr.contains("panicked"), "the binary panicked: {self:#?}");
-        self
-    }
-}
-
-fn farmlog(args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_farmlog"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the farmlog binary runs");
-    Run {
-        code: output.status.code().expect("farmlog exits rather than being killed"),
-        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-    }
-}
-
-fn path(dir: &Path) -> &str {
-    dir.to_str().expect("temporary paths are UTF-8")
-}
 
 /// `farmlog bench append` with small segments; returns its final JSON line.
 fn bench(dir: &Path, records: u64, size: usize, concurrency: usize, batch: usize) -> Value {
@@ -81,13 +50,6 @@ fn bench(dir: &Path, records: u64, size: usize, concurrency: usize, batch: usize
     run.assert_code(0);
     let last = run.stdout.lines().last().expect("bench prints something");
     serde_json::from_str(last).unwrap_or_else(|error| panic!("last line {last:?} is not JSON: {error}"))
-}
-
-fn json_lines(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("line {line:?} is not JSON: {error}")))
-        .collect()
 }
 
 /// Every file under `dir`, by relative name, with its length and a hash of
@@ -342,6 +304,8 @@ fn run_every_inspector(dir: &Path) -> Vec<Run> {
         vec!["verify", path(dir)],
         vec!["stat", path(dir)],
         vec!["stat", path(dir), "--json"],
+        vec!["replay", path(dir)],
+        vec!["replay", path(dir), "--json", "--to", "3"],
     ]
     .iter()
     .map(|args| farmlog(args))
@@ -478,7 +442,7 @@ fn bench_rejects_bad_input_without_writing() {
 fn operational_errors_exit_2() {
     let temp = tempfile::tempdir().expect("a temporary directory");
     let missing = temp.path().join("missing");
-    for command in ["dump", "verify", "stat"] {
+    for command in ["dump", "verify", "stat", "replay"] {
         let run = farmlog(&[command, path(&missing)]);
         run.assert_code(2);
         assert!(run.stderr.starts_with("farmlog: "), "{run:#?}");
