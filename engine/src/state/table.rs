@@ -8,9 +8,9 @@
 //! iterated, so its random seed cannot leak into anything apply produces.
 
 use std::borrow::Borrow;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
 
-use hashbrown::HashTable;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// The dense number of a row, stable for the table's life.
@@ -27,7 +27,9 @@ pub struct Table<K: Hash + Eq, V> {
 #[derive(Clone, Default)]
 struct Index {
     slots: HashTable<Slot>,
-    hasher: RandomState,
+    /// foldhash, seeded at random per process: fast, and its seed cannot
+    /// matter because the index is never iterated.
+    hasher: DefaultHashBuilder,
 }
 
 impl<K: Hash + Eq, V> Default for Table<K, V> {

@@ -143,7 +143,7 @@ fn register_component(body: &ArchivedRegisterComponent, landlord: bool) -> Check
         ));
     }
     for (at, parent) in body.parents.iter().enumerate() {
-        name(&format!("body.parents[{at}].id"), &parent.id)?;
+        name_at(("body.parents", at, ".id"), &parent.id)?;
     }
     if parents == 2 && same_ref(&body.parents[0], &body.parents[1]) {
         return Err(CommandError::new("body.parents[1]", "the two parents must differ"));
@@ -181,7 +181,7 @@ fn upstream(message: &ArchivedUpstreamMessage, tenant: &str, landlord: bool) -> 
         ));
     }
     for (at, hop) in message.routing.iter().enumerate() {
-        name(&format!("body.routing[{at}].component.id"), &hop.component.id)?;
+        name_at(("body.routing", at, ".component.id"), &hop.component.id)?;
     }
     content(&message.content, header)
 }
@@ -242,7 +242,7 @@ fn content(content: &ArchivedContent, header: &ArchivedMessageHeader) -> Checked
                 ));
             }
             for (at, component) in heartbeat.components.iter().enumerate() {
-                name(&format!("body.content.components[{at}]"), component)?;
+                name_at(("body.content.components", at, ""), component)?;
             }
             Ok(())
         }
@@ -289,19 +289,55 @@ fn stream_append(body: &ArchivedStreamAppend) -> Checked {
 }
 
 fn name(field: &str, value: &str) -> Checked {
+    name_problem(value).map_or(Ok(()), |reason| Err(CommandError::new(field, reason)))
+}
+
+/// [`name`] for an element of a list: the path (`prefix[at]suffix`) is
+/// only built when the check fails.
+fn name_at((prefix, at, suffix): (&str, usize, &str), value: &str) -> Checked {
+    match name_problem(value) {
+        None => Ok(()),
+        Some(reason) => Err(CommandError::new(format!("{prefix}[{at}]{suffix}"), reason)),
+    }
+}
+
+fn name_problem(value: &str) -> Option<String> {
     if value.is_empty() {
-        return Err(CommandError::new(field, "must not be empty"));
+        return Some("must not be empty".into());
     }
     if value.len() > NAME_BYTES_MAX {
-        return Err(CommandError::new(
-            field,
-            format!("{} bytes, more than {NAME_BYTES_MAX}", value.len()),
-        ));
+        return Some(format!("{} bytes, more than {NAME_BYTES_MAX}", value.len()));
     }
-    if value.chars().any(char::is_control) {
-        return Err(CommandError::new(field, "must not contain control characters"));
+    has_control(value).then(|| "must not contain control characters".into())
+}
+
+/// Whether `value` holds a control character (Unicode category Cc:
+/// U+0000–U+001F and U+007F–U+009F), in one pass over the UTF-8 bytes:
+/// the C1 controls are exactly the two-byte sequences 0xC2 0x80..=0x9F.
+fn has_control(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    let mut previous = 0u8;
+    for &byte in bytes {
+        if byte < 0x20 || byte == 0x7f || (previous == 0xc2 && (0x80..=0x9f).contains(&byte)) {
+            return true;
+        }
+        previous = byte;
     }
-    Ok(())
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_control;
+
+    #[test]
+    fn control_characters_are_those_of_category_cc() {
+        for code in 0..=0x10_ffffu32 {
+            let Some(c) = char::from_u32(code) else { continue };
+            let text = format!("a{c}b");
+            assert_eq!(has_control(&text), c.is_control(), "U+{code:04X}");
+        }
+    }
 }
 
 fn optional_name(field: &str, value: Option<&rkyv::string::ArchivedString>) -> Checked {
