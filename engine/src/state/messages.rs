@@ -12,7 +12,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use super::command::*;
 use super::outcome::{AlarmChange, Effect, Object, Rejection, Verdict};
-use super::table::{Slot, Table};
+use super::table::{Name, Slot, Table};
 use super::topology::Topology;
 use super::{page, per_slot, Context, Direction};
 
@@ -22,16 +22,16 @@ pub const MESSAGE_DEDUPE_WINDOW_MS: u64 = 15 * 60 * 1000;
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
 pub struct Messages {
     /// Per tenant slot: message id → its latest copy.
-    by_id: Vec<Table<String, StoredMessage>>,
+    by_id: Vec<Table<Name, StoredMessage>>,
     /// Per tenant slot: positions of all its messages.
     by_customer: Vec<Vec<u64>>,
     /// Per component slot: positions of the messages it sent.
     by_source: Vec<Vec<u64>>,
     /// Per tenant slot: class → subclass → positions.
-    by_class: Vec<Table<String, Table<String, Vec<u64>>>>,
+    by_class: Vec<Table<Name, Table<Name, Vec<u64>>>>,
     /// Per tenant slot: support instance slot → alarm id → position of the
     /// message that raised (or last updated) the open alarm.
-    open_alarms: Vec<BTreeMap<Slot, BTreeMap<String, u64>>>,
+    open_alarms: Vec<BTreeMap<Slot, BTreeMap<Name, u64>>>,
     stored: u64,
 }
 
@@ -105,7 +105,7 @@ impl Messages {
         match previous {
             Some(slot) => *ids.get_mut(slot) = stored,
             None => {
-                ids.insert(header.message_id.to_string(), stored);
+                ids.insert(Name::from(header.message_id.as_str()), stored);
             }
         }
         per_slot(&mut self.by_customer, tenant).push(position);
@@ -114,14 +114,14 @@ impl Messages {
         let class = match classes.slot(header.class.as_str()) {
             Some(slot) => classes.get_mut(slot),
             None => {
-                let slot = classes.insert(header.class.to_string(), Table::default());
+                let slot = classes.insert(Name::from(header.class.as_str()), Table::default());
                 classes.get_mut(slot)
             }
         };
         match class.slot(header.subclass.as_str()) {
             Some(slot) => class.get_mut(slot).push(position),
             None => {
-                class.insert(header.subclass.to_string(), vec![position]);
+                class.insert(Name::from(header.subclass.as_str()), vec![position]);
             }
         }
         self.stored += 1;
@@ -162,7 +162,7 @@ impl Messages {
                 AlarmChange::Updated
             }
             (true, None) => {
-                open.insert(alarm_id.to_string(), position);
+                open.insert(Name::from(alarm_id), position);
                 AlarmChange::Raised
             }
             (false, Some(_)) => {
@@ -228,7 +228,7 @@ impl Messages {
         let alarms = open.iter().flat_map(|(&support_instance, alarms)| {
             alarms.iter().map(move |(alarm_id, &position)| OpenAlarm {
                 support_instance,
-                alarm_id: alarm_id.clone(),
+                alarm_id: alarm_id.to_string(),
                 position,
             })
         });

@@ -53,7 +53,7 @@ pub use view::TenantView;
 
 use command::{ArchivedCommand, ArchivedCommandBody};
 use sessions::{Admission, IdleCheck, Sessions};
-use table::{Slot, Table};
+use table::{Name, Slot, Table};
 use timers::{Timer, Timers, TIMERS_FIRED_PER_COMMAND_MAX};
 
 /// The tenant slot of the landlord; it exists from the start.
@@ -97,7 +97,7 @@ pub struct State {
     log_time_ms: u64,
     /// Position p is at `places[p - 1]`.
     places: Vec<Place>,
-    tenants: Table<String, Tenant>,
+    tenants: Table<Name, Tenant>,
     sessions: Sessions,
     timers: Timers,
     topology: topology::Topology,
@@ -132,7 +132,7 @@ impl State {
     pub fn new() -> Self {
         let mut tenants = Table::default();
         let landlord = tenants.insert(
-            LANDLORD.to_string(),
+            Name::from(LANDLORD),
             Tenant {
                 display_name: "landlord".into(),
                 registered_at: 0,
@@ -311,7 +311,7 @@ impl State {
                     display_name: body.display_name.to_string(),
                     registered_at: position,
                 };
-                self.tenants.insert(body.name.to_string(), tenant);
+                self.tenants.insert(Name::from(body.name.as_str()), tenant);
                 Verdict::Applied(Effect::Recorded { position })
             }
             ArchivedCommandBody::RegisterComponent(body) => self.topology.register(&mut context, body),

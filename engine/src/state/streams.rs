@@ -13,18 +13,18 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use super::command::{ArchivedExpectedVersion, ArchivedStreamAppend};
 use super::outcome::{Effect, Rejection, Verdict};
-use super::table::{Slot, Table};
+use super::table::{Name, Slot, Table};
 use super::timers::Timer;
 use super::{page, per_slot, Context, Direction};
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
 pub struct Streams {
     /// Per tenant slot: stream name → stream.
-    named: Vec<Table<String, Stream>>,
+    named: Vec<Table<Name, Stream>>,
     /// Per tenant slot: the positions of all its stream events, ascending.
     all: Vec<Vec<u64>>,
     /// Per tenant slot: idempotency key → the append it made.
-    keys: Vec<BTreeMap<String, KeptAppend>>,
+    keys: Vec<BTreeMap<Name, KeptAppend>>,
     events: u64,
 }
 
@@ -74,7 +74,7 @@ impl Streams {
         if !expected_ok {
             return Verdict::Rejected(Rejection::WrongExpectedVersion { current });
         }
-        let slot = slot.unwrap_or_else(|| named.insert(body.stream.to_string(), Stream::default()));
+        let slot = slot.unwrap_or_else(|| named.insert(Name::from(body.stream.as_str()), Stream::default()));
         let position = context.assign_position();
         let stream = named.get_mut(slot);
         stream.positions.push(position);
@@ -83,7 +83,7 @@ impl Streams {
         self.events += 1;
         if let Some(idempotency) = body.idempotency.as_ref() {
             let expires_at_ms = context.now_ms.saturating_add(idempotency.window_ms.to_native());
-            let key = idempotency.key.to_string();
+            let key = Name::from(idempotency.key.as_str());
             per_slot(&mut self.keys, tenant).insert(
                 key.clone(),
                 KeptAppend {
@@ -101,7 +101,7 @@ impl Streams {
 
     /// An idempotency timer fired: forget the key unless it was used again
     /// since (then a later timer owns it).
-    pub(super) fn expire_key(&mut self, tenant: Slot, key: String, now_ms: u64) {
+    pub(super) fn expire_key(&mut self, tenant: Slot, key: Name, now_ms: u64) {
         let Some(keys) = self.keys.get_mut(tenant as usize) else {
             return;
         };

@@ -16,6 +16,11 @@ use rkyv::{Archive, Deserialize, Serialize};
 /// The dense number of a row, stable for the table's life.
 pub type Slot = u32;
 
+/// A name held in the state: ids, keys, stream names. Up to 24 bytes are
+/// stored inline, so comparing a key costs no pointer chase, and most
+/// names cost no allocation.
+pub type Name = compact_str::CompactString;
+
 #[derive(Archive, Serialize, Deserialize, Clone)]
 pub struct Table<K: Hash + Eq, V> {
     rows: Vec<(K, V)>,

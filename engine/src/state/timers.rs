@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::table::Slot;
+use super::table::{Name, Slot};
 
 /// Most timers that fire while one command is applied.
 pub const TIMERS_FIRED_PER_COMMAND_MAX: usize = 256;
@@ -27,7 +27,7 @@ pub enum Timer {
     /// Expire a client session that has been idle.
     SessionIdle { client_id: u64 },
     /// Forget an idempotency key whose window closed.
-    Idempotency { tenant: Slot, key: String },
+    Idempotency { tenant: Slot, key: Name },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]

@@ -18,7 +18,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use super::command::*;
 use super::outcome::{Effect, Fired, Object, Rejection, Verdict};
-use super::table::{Slot, Table};
+use super::table::{Name, Slot, Table};
 use super::timers::{Timer, Timers};
 use super::{per_slot, Context, Tenant, LANDLORD_SLOT};
 
@@ -40,7 +40,7 @@ pub enum Liveness {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone)]
 pub struct Component {
     pub tenant: Slot,
-    pub id: String,
+    pub id: Name,
     pub kind: ComponentKind,
     pub version: String,
     pub mode: CommunicationMode,
@@ -81,10 +81,10 @@ pub struct Transition {
 }
 
 impl Transition {
-    pub(super) fn into_fired(self, tenants: &Table<String, Tenant>, topology: &Topology) -> Fired {
+    pub(super) fn into_fired(self, tenants: &Table<Name, Tenant>, topology: &Topology) -> Fired {
         let component = &topology.components[self.component as usize];
-        let tenant = tenants.key(component.tenant).clone();
-        let id = component.id.clone();
+        let tenant = tenants.key(component.tenant).to_string();
+        let id = component.id.to_string();
         match self.to {
             Liveness::Late => Fired::ComponentLate { tenant, component: id },
             Liveness::Failed | Liveness::Alive => Fired::ComponentFailed { tenant, component: id },
@@ -97,11 +97,11 @@ pub struct Topology {
     /// By global slot.
     components: Vec<Component>,
     /// Per tenant slot: component id → global slot.
-    ids: Vec<Table<String, Slot>>,
+    ids: Vec<Table<Name, Slot>>,
     /// Proxy slot → management id → component slot.
-    management_ids: BTreeMap<Slot, BTreeMap<String, Slot>>,
+    management_ids: BTreeMap<Slot, BTreeMap<Name, Slot>>,
     /// Per tenant slot: group name → group.
-    groups: Vec<Table<String, Group>>,
+    groups: Vec<Table<Name, Group>>,
     /// (tenant, component) of every registered component that is late or
     /// failed.
     not_alive: BTreeSet<(Slot, Slot)>,
@@ -186,7 +186,7 @@ impl Topology {
         let position = context.assign_position();
         let component = Component {
             tenant,
-            id: body.id.to_string(),
+            id: Name::from(body.id.as_str()),
             kind,
             version: body.version.to_string(),
             mode: CommunicationMode::from_archived(&body.mode),
@@ -212,7 +212,7 @@ impl Topology {
             None => {
                 let slot = Slot::try_from(self.components.len()).expect("fewer than 2^32 components");
                 self.components.push(component);
-                per_slot(&mut self.ids, tenant).insert(body.id.to_string(), slot);
+                per_slot(&mut self.ids, tenant).insert(Name::from(body.id.as_str()), slot);
                 slot
             }
         };
@@ -301,7 +301,7 @@ impl Topology {
                     self.management_ids
                         .entry(proxy)
                         .or_default()
-                        .insert(management_id.to_string(), component);
+                        .insert(Name::from(management_id), component);
                 }
                 None => {
                     let mapped = self.management_ids.get_mut(&proxy);
@@ -328,7 +328,7 @@ impl Topology {
             members: BTreeSet::new(),
             history: Vec::new(),
         };
-        groups.insert(body.name.to_string(), group);
+        groups.insert(Name::from(body.name.as_str()), group);
         Verdict::Applied(Effect::Recorded { position })
     }
 

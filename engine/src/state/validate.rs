@@ -316,6 +316,14 @@ fn name_problem(value: &str) -> Option<String> {
 /// the C1 controls are exactly the two-byte sequences 0xC2 0x80..=0x9F.
 fn has_control(value: &str) -> bool {
     let bytes = value.as_bytes();
+    // A branch-free pass the compiler vectorizes; the exact pass below runs
+    // only when a byte could start a control character.
+    let suspect = bytes.iter().fold(false, |suspect, &byte| {
+        suspect | (byte < 0x20) | (byte == 0x7f) | (byte == 0xc2)
+    });
+    if !suspect {
+        return false;
+    }
     let mut previous = 0u8;
     for &byte in bytes {
         if byte < 0x20 || byte == 0x7f || (previous == 0xc2 && (0x80..=0x9f).contains(&byte)) {

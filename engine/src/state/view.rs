@@ -80,11 +80,11 @@ impl<'a> TenantView<'a> {
         let component = topology.component(slot);
         let name = |slot: Slot| {
             let parent = topology.component(slot);
-            (self.state.tenant_name(parent.tenant).to_string(), parent.id.clone())
+            (self.state.tenant_name(parent.tenant).to_string(), parent.id.to_string())
         };
         ComponentInfo {
             tenant: self.state.tenant_name(component.tenant).to_string(),
-            id: component.id.clone(),
+            id: component.id.to_string(),
             kind: component.kind,
             version: component.version.clone(),
             mode: component.mode,
@@ -149,7 +149,7 @@ impl<'a> TenantView<'a> {
             let component = topology.component(slot);
             (
                 self.state.tenant_name(component.tenant).to_string(),
-                component.id.clone(),
+                component.id.to_string(),
             )
         };
         Some(GroupInfo {
@@ -200,7 +200,7 @@ impl<'a> TenantView<'a> {
         let topology = self.state.topology();
         let alarms = self.state.messages().open_alarms(self.tenant).into_iter();
         let alarms = alarms.map(|alarm| AlarmInfo {
-            support_instance: topology.component(alarm.support_instance).id.clone(),
+            support_instance: topology.component(alarm.support_instance).id.to_string(),
             alarm_id: alarm.alarm_id,
             position: alarm.position,
         });
