@@ -334,20 +334,6 @@ fn has_control(value: &str) -> bool {
     false
 }
 
-#[cfg(test)]
-mod tests {
-    use super::has_control;
-
-    #[test]
-    fn control_characters_are_those_of_category_cc() {
-        for code in 0..=0x10_ffffu32 {
-            let Some(c) = char::from_u32(code) else { continue };
-            let text = format!("a{c}b");
-            assert_eq!(has_control(&text), c.is_control(), "U+{code:04X}");
-        }
-    }
-}
-
 fn optional_name(field: &str, value: Option<&rkyv::string::ArchivedString>) -> Checked {
     value.map_or(Ok(()), |value| name(field, value))
 }
@@ -382,5 +368,19 @@ fn bytes(field: &str, len: usize) -> Checked {
             field,
             format!("{len} bytes, more than {BODY_BYTES_MAX}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_control;
+
+    #[test]
+    fn control_characters_are_those_of_category_cc() {
+        for code in 0..=0x10_ffffu32 {
+            let Some(c) = char::from_u32(code) else { continue };
+            let text = format!("a{c}b");
+            assert_eq!(has_control(&text), c.is_control(), "U+{code:04X}");
+        }
     }
 }
