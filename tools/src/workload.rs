@@ -2,11 +2,12 @@
 //! of commands shaped like a farm's traffic.
 //!
 //! First the setup: the landlord's hosted chain (application server →
-//! applications MLM → aggregation MLM), client sessions, then per customer
+//! applications MLM → aggregation MLM), then per customer
 //! its registration, groups, proxies below the hosted aggregation MLM,
 //! integration modules below the proxies and support instances below those
 //! (one in [`REDUNDANT_EVERY`] behind two modules on different proxies),
-//! management-id mappings and group memberships. Then the steady state,
+//! management-id mappings, group memberships and (for the first
+//! customers) a client session. Then the steady state,
 //! drawn by weight ([`Mix`]): mostly heartbeats, data messages, alarms
 //! raised and cleared, and stream appends with and without expected
 //! versions and idempotency keys (some in client sessions, some retried),
@@ -79,7 +80,8 @@ pub struct Shape {
     pub modules_per_proxy: usize,
     pub instances_per_module: usize,
     pub streams_per_customer: usize,
-    /// Client sessions opened in the setup and used by some appends.
+    /// Customers (the first ones) that open a client session in the setup
+    /// and use it for some appends.
     pub sessions: usize,
 }
 
@@ -195,8 +197,10 @@ pub struct Workload {
     clock_ms: u64,
     customers: Vec<Customer>,
     setup: VecDeque<Command>,
-    /// Next sequence number of each session (client ids are 1..=sessions,
-    /// as a fresh state hands them out).
+    /// Next sequence number of the session of each of the first
+    /// `shape.sessions` customers. A session belongs to the tenant and
+    /// principal that opened it; customer n opens the (n+1)-th session, so
+    /// its client id is n + 1, as a fresh state hands them out.
     sequences: Vec<u64>,
     next_message: u64,
     next_key: u64,
@@ -218,14 +222,14 @@ impl Workload {
             clock_ms: EPOCH_MS,
             customers: Vec::with_capacity(shape.customers),
             setup: VecDeque::new(),
-            sequences: vec![1; shape.sessions],
+            sequences: vec![1; shape.sessions.min(shape.customers)],
             next_message: 0,
             next_key: 0,
             last_message: None,
             last_keyed_append: None,
             deregistered: Vec::new(),
         };
-        workload.queue_landlord(&shape);
+        workload.queue_landlord();
         for number in 0..shape.customers {
             workload.queue_customer(&shape, number);
         }
@@ -243,7 +247,7 @@ impl Workload {
         command
     }
 
-    fn queue_landlord(&mut self, shape: &Shape) {
+    fn queue_landlord(&mut self) {
         use ComponentKind::*;
         let bodies = [
             testing::component(APPLICATION_SERVER, ApplicationServer, vec![]),
@@ -259,10 +263,6 @@ impl Workload {
         ];
         for body in bodies {
             let command = self.landlord(body);
-            self.setup.push_back(command);
-        }
-        for _ in 0..shape.sessions {
-            let command = self.landlord(CommandBody::OpenSession);
             self.setup.push_back(command);
         }
     }
@@ -297,6 +297,9 @@ impl Workload {
             let proxy = &customer.proxies[module.proxy].id;
             let management_id = format!("mgmt-{}", first.id);
             bodies.push(testing::map_management_id(proxy, &management_id, Some(&first.id)));
+        }
+        if number < shape.sessions {
+            bodies.push(CommandBody::OpenSession);
         }
         for body in bodies {
             let command = self.customer_command(&customer, body);
@@ -579,12 +582,11 @@ impl Workload {
             self.next_key += 1;
             format!("k{:x}", self.next_key)
         });
-        let session = (!self.sequences.is_empty() && self.rng.gen_bool(0.1)).then(|| {
-            let client = self.rng.gen_range(0..self.sequences.len());
-            let sequence = self.sequences[client];
-            self.sequences[client] += 1;
+        let session = (at < self.sequences.len() && self.rng.gen_bool(0.1)).then(|| {
+            let sequence = self.sequences[at];
+            self.sequences[at] += 1;
             SessionRef {
-                client_id: client as u64 + 1,
+                client_id: at as u64 + 1,
                 sequence,
             }
         });

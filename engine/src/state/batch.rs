@@ -15,8 +15,9 @@
 //!  8  u32  count of commands, 1..=BATCH_COMMANDS_MAX
 //! 12  u32  reserved, zero
 //! 16  count × { u32 offset, u32 length }  from the payload's start
-//!  …  the commands' rkyv archives, each at an 8-aligned offset, in table
-//!     order, zero padding between
+//!  …  the commands' rkyv archives, in table order, each at the first
+//!     8-aligned offset after the one before, zero padding between and
+//!     after the last, which ends the payload
 //! ```
 //!
 //! A reader that meets a schema version it does not know refuses the whole
@@ -202,6 +203,10 @@ impl<'a> Batch<'a> {
                 known: SCHEMA_VERSION,
             });
         }
+        let (flags, reserved) = (u16::from_le_bytes([payload[6], payload[7]]), read_u32(payload, 12));
+        if flags != 0 || reserved != 0 {
+            return malformed(format!("flags {flags:#06x} and reserved {reserved:#010x} must be zero"));
+        }
         let count = read_u32(payload, 8);
         if count == 0 || count as usize > BATCH_COMMANDS_MAX {
             return malformed(format!("{count} commands, not within 1..={BATCH_COMMANDS_MAX}"));
@@ -210,13 +215,22 @@ impl<'a> Batch<'a> {
         if table_end > payload.len() {
             return malformed(format!("offset table of {count} entries runs past the payload"));
         }
+        // The layout is canonical: each command starts at the first 8-aligned
+        // offset after the previous one, padding is zero, and the payload
+        // ends with the last command's padding. Any other bytes are damage.
         let mut previous_end = table_end;
         for slot in 0..count {
             let (offset, length) = entry(payload, slot);
-            if !offset.is_multiple_of(8) || offset < previous_end || offset + length > payload.len() || length == 0 {
+            if offset != align8(previous_end) || length == 0 || offset + length > payload.len() {
                 return malformed(format!("slot {slot}: bytes {offset}..+{length} are misplaced"));
             }
+            if payload[previous_end..offset].iter().any(|&byte| byte != 0) {
+                return malformed(format!("nonzero padding before slot {slot}"));
+            }
             previous_end = offset + length;
+        }
+        if align8(previous_end) != payload.len() || payload[previous_end..].iter().any(|&byte| byte != 0) {
+            return malformed(format!("{} bytes after the last command", payload.len() - previous_end));
         }
         Ok(Batch { payload, count })
     }

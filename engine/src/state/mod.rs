@@ -254,7 +254,11 @@ impl State {
             .as_ref()
             .map(|session| (session.client_id.to_native(), session.sequence.to_native()));
         if let Some((client_id, sequence)) = session {
-            match self.sessions.admit(client_id, sequence) {
+            let owner = self
+                .tenants
+                .slot(command.tenant.as_str())
+                .map(|tenant| (tenant, command.principal.as_str()));
+            match self.sessions.admit(client_id, sequence, owner) {
                 Admission::Apply => {}
                 Admission::Retried(verdict) => {
                     return Outcome {
@@ -285,14 +289,15 @@ impl State {
 
     fn dispatch(&mut self, place: Place, command: &ArchivedCommand) -> Verdict {
         let now_ms = self.log_time_ms;
-        match &command.body {
-            ArchivedCommandBody::Tick => return Verdict::Applied(Effect::Ticked),
-            ArchivedCommandBody::OpenSession => return self.open_session(),
-            _ => {}
+        if let ArchivedCommandBody::Tick = &command.body {
+            return Verdict::Applied(Effect::Ticked);
         }
         let Some(tenant) = self.tenants.slot(command.tenant.as_str()) else {
             return Verdict::Rejected(Rejection::TenantUnknown);
         };
+        if let ArchivedCommandBody::OpenSession = &command.body {
+            return self.open_session(tenant, command.principal.as_str());
+        }
         let mut context = Context {
             tenant,
             now_ms,
@@ -325,10 +330,10 @@ impl State {
         }
     }
 
-    fn open_session(&mut self) -> Verdict {
-        let (client_id, _evicted) = self.sessions.open(self.log_time_ms);
+    fn open_session(&mut self, tenant: Slot, principal: &str) -> Verdict {
+        let (client_id, _evicted) = self.sessions.open(self.log_time_ms, tenant, principal);
         self.timers.schedule(
-            self.log_time_ms + sessions::SESSION_IDLE_MS,
+            self.log_time_ms.saturating_add(sessions::SESSION_IDLE_MS),
             Timer::SessionIdle { client_id },
         );
         Verdict::Applied(Effect::SessionOpened { client_id })

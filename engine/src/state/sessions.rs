@@ -9,12 +9,17 @@
 //! [`SESSION_IDLE_MS`] of log time without a command, and the least
 //! recently used one is evicted when [`SESSIONS_MAX`] are open; a command
 //! in an unknown session is refused, so it cannot apply twice either.
+//!
+//! A session belongs to the tenant and principal that opened it: a command
+//! of anyone else that names its client id is refused as if the session did
+//! not exist (client ids are dense, so they are easy to guess).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::outcome::{Rejection, Verdict};
+use super::table::{Name, Slot};
 
 /// Most open sessions.
 pub const SESSIONS_MAX: usize = 16_384;
@@ -33,6 +38,8 @@ pub struct Sessions {
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone)]
 struct Session {
+    tenant: Slot,
+    principal: Name,
     last_active_ms: u64,
     /// Kept verdicts, by sequence number.
     kept: BTreeMap<u64, Verdict>,
@@ -53,7 +60,7 @@ impl Sessions {
     /// Opens a session and returns its client id (dense, from 1). When
     /// full, the least recently active session is evicted first; its id is
     /// returned too, as expired.
-    pub fn open(&mut self, now_ms: u64) -> (u64, Option<u64>) {
+    pub fn open(&mut self, now_ms: u64, tenant: Slot, principal: &str) -> (u64, Option<u64>) {
         let evicted = match self.open.len() >= SESSIONS_MAX {
             true => self.by_activity.first().map(|&(_, client)| client),
             false => None,
@@ -66,6 +73,8 @@ impl Sessions {
         self.open.insert(
             client_id,
             Session {
+                tenant,
+                principal: Name::from(principal),
                 last_active_ms: now_ms,
                 kept: BTreeMap::new(),
                 dropped_through: 0,
@@ -75,8 +84,12 @@ impl Sessions {
         (client_id, evicted)
     }
 
-    pub fn admit(&self, client_id: u64, sequence: u64) -> Admission {
-        let Some(session) = self.open.get(&client_id) else {
+    /// Decides what to do with a command of `owner` (its tenant, if
+    /// registered, and principal) in session `client_id`.
+    pub fn admit(&self, client_id: u64, sequence: u64, owner: Option<(Slot, &str)>) -> Admission {
+        let session = self.open.get(&client_id);
+        let owned = |session: &&Session| owner == Some((session.tenant, session.principal.as_str()));
+        let Some(session) = session.filter(owned) else {
             return Admission::Refused(Rejection::SessionUnknown);
         };
         if let Some(verdict) = session.kept.get(&sequence) {

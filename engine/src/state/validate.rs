@@ -61,6 +61,9 @@ pub fn validate(command: &ArchivedCommand) -> Checked {
                 "0 is not a client id; open a session first",
             ));
         }
+        if session.sequence.to_native() == 0 {
+            return Err(CommandError::new("session.sequence", "sequence numbers start at 1"));
+        }
     }
     let landlord = command.tenant.as_str() == LANDLORD;
     match &command.body {
