@@ -16,7 +16,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use farmlog_engine::state::{ApplyError, Outcome, State, Verdict};
+use farmlog_engine::state::{ApplyError, Fired, Outcome, State, Verdict};
 use farmlog_engine::{kinds, Log, Record, TailCase};
 use serde_json::{json, Value};
 
@@ -38,6 +38,11 @@ pub struct ReplayArgs {
     /// Also write the state's snapshot (`State::snapshot`) to this file.
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
+    /// List every time-driven transition (a component late or failed, a
+    /// session expired) with the record and slot whose command set it off
+    /// (at most 100,000; the count covers all).
+    #[arg(long)]
+    pub transitions: bool,
 }
 
 /// What apply returned, summed over records.
@@ -57,14 +62,30 @@ pub struct Tally {
     pub fired: u64,
     /// Rejections by kind (the variant's name).
     pub rejections: BTreeMap<String, u64>,
+    /// When kept: the first [`TRANSITIONS_SHOWN_MAX`] transitions, with the
+    /// log index and slot of the command whose log time set them off.
+    pub transitions: Option<Vec<(u64, u32, Fired)>>,
 }
 
+/// Most transitions `replay --transitions` lists.
+pub const TRANSITIONS_SHOWN_MAX: usize = 100_000;
+
 impl Tally {
-    pub fn add(&mut self, outcomes: &[Outcome]) {
+    pub fn add(&mut self, index: u64, outcomes: &[Outcome]) {
         self.batches += 1;
         self.commands += outcomes.len() as u64;
-        for outcome in outcomes {
+        for (slot, outcome) in (0u32..).zip(outcomes) {
             self.fired += outcome.fired.len() as u64;
+            if let Some(kept) = &mut self.transitions {
+                let room = TRANSITIONS_SHOWN_MAX.saturating_sub(kept.len());
+                kept.extend(
+                    outcome
+                        .fired
+                        .iter()
+                        .take(room)
+                        .map(|fired| (index, slot, fired.clone())),
+                );
+            }
             self.retried += u64::from(outcome.retried);
             match &outcome.verdict {
                 Verdict::Applied(_) => self.applied += 1,
@@ -86,6 +107,11 @@ impl Tally {
             "retried": self.retried,
             "fired_transitions": self.fired,
             "rejections": self.rejections,
+            "transitions": self.transitions.as_ref().map(|kept| {
+                kept.iter()
+                    .map(|(index, slot, fired)| json!({ "index": index, "slot": slot, "transition": fired }))
+                    .collect::<Vec<_>>()
+            }),
         })
     }
 
@@ -103,7 +129,11 @@ impl Tally {
         for (kind, count) in &self.rejections {
             writeln!(out, "  rejected {kind}: {count}")?;
         }
-        writeln!(out, "fired transitions: {}", self.fired)
+        writeln!(out, "fired transitions: {}", self.fired)?;
+        for (index, slot, fired) in self.transitions.iter().flatten() {
+            writeln!(out, "  index={index} slot={slot} {}", describe(fired))?;
+        }
+        Ok(())
     }
 }
 
@@ -228,14 +258,17 @@ pub fn apply_record(state: &mut State, record: &Record, tally: &mut Tally) -> Re
         true => state.apply(record.index(), record.kind(), payload)?,
         false => state.apply(record.index(), record.kind(), &aligned_copy(payload))?,
     };
-    tally.add(&outcomes);
+    tally.add(record.index(), &outcomes);
     Ok(())
 }
 
 /// Folds records `..=to` of an open log into a fresh state.
-pub fn fold(log: &Log, to: u64) -> Result<(State, Tally), Failure> {
+pub fn fold(log: &Log, to: u64, keep_transitions: bool) -> Result<(State, Tally), Failure> {
     let mut state = State::new();
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        transitions: keep_transitions.then(Vec::new),
+        ..Tally::default()
+    };
     for item in log.range(..=to) {
         let record = item?;
         // The error names the record ("record N: …").
@@ -281,7 +314,7 @@ pub fn replay(args: &ReplayArgs) -> Result<(), Failure> {
             log.first_index()
         );
     }
-    let (state, tally) = fold(&log, to)?;
+    let (state, tally) = fold(&log, to, args.transitions)?;
     let counts = StateCounts::of(&state);
     let hash = hex(&state.hash());
     let snapshot = args
@@ -334,4 +367,15 @@ fn write_snapshot(state: &State, file: &Path) -> Result<u64, Failure> {
     handle.write_all(&bytes).map_err(failed)?;
     handle.sync_all().map_err(failed)?;
     Ok(bytes.len() as u64)
+}
+
+/// One line for a transition.
+fn describe(fired: &Fired) -> String {
+    match fired {
+        Fired::ComponentLate { tenant, component } => format!("ComponentLate tenant={tenant} component={component}"),
+        Fired::ComponentFailed { tenant, component } => {
+            format!("ComponentFailed tenant={tenant} component={component}")
+        }
+        Fired::SessionExpired { client_id } => format!("SessionExpired client_id={client_id}"),
+    }
 }

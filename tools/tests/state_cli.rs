@@ -664,3 +664,30 @@ fn bench_state_rejects_bad_input_without_writing() {
         assert!(!dir.exists(), "{args:?}: a rejected request writes nothing");
     }
 }
+
+#[test]
+fn replay_lists_the_transitions_log_time_set_off() {
+    use farmlog_engine::state::topology::LIVENESS_LATE_AFTER_MS;
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let late = 2 + LIVENESS_LATE_AFTER_MS;
+    append_records(
+        temp.path(),
+        &[
+            (COMMAND_BATCH, payload(&farm())),
+            (COMMAND_BATCH, payload(&[command("acme", late, CommandBody::Tick)])),
+        ],
+    );
+    let text = farmlog(&["replay", path(temp.path()), "--transitions"]);
+    text.assert_code(0);
+    assert!(text.stdout.contains("fired transitions: 6"), "{text:#?}");
+    assert!(
+        text.stdout
+            .contains("index=2 slot=0 ComponentLate tenant=acme component=si"),
+        "{text:#?}"
+    );
+    let json = replay_json(temp.path(), &["--transitions"]);
+    let transitions = json["outcomes"]["transitions"].as_array().expect("a list");
+    assert_eq!(transitions.len(), 6, "{json}");
+    assert_eq!(transitions[0]["index"], 2);
+    assert!(replay_json(temp.path(), &[])["outcomes"]["transitions"].is_null());
+}
