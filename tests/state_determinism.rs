@@ -34,19 +34,6 @@ use proptest::sample::{select, Index};
 
 use ComponentKind::*;
 
-/// A proptest configuration with `default_cases` cases, unless
-/// `PROPTEST_CASES` says otherwise.
-fn config(default_cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(default_cases);
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
-}
-
 // -------------------------------------------------------------- generator
 
 /// "ghost" is never registered; "initech" only when a command registers it.
@@ -514,7 +501,7 @@ fn check_determinism(records: &[Vec<Command>], restore_after: Index) {
 }
 
 proptest! {
-    #![proptest_config(config(128))]
+    #![proptest_config(farmlog_tests::proptest_config(128))]
 
     #[test]
     fn replays_and_restores_are_deterministic(
@@ -551,19 +538,7 @@ fn the_generator_reaches_every_family() {
             }
         }
     }
-    for family in [
-        "Tick",
-        "OpenSession",
-        "RegisterCustomer",
-        "RegisterComponent",
-        "SetEnabled",
-        "Deregister",
-        "MapManagementId",
-        "DefineGroup",
-        "ChangeGroupMember",
-        "Upstream",
-        "StreamAppend",
-    ] {
+    for family in CommandBody::FAMILIES {
         let (seen, done) = applied.get(family).copied().unwrap_or_default();
         assert!(done > 0, "{family}: applied {done} of {seen}: {applied:?}");
     }

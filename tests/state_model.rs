@@ -40,19 +40,6 @@ use ComponentKind::*;
 
 // ------------------------------------------------------------------ shared
 
-/// A proptest configuration with `default_cases` cases, unless
-/// `PROPTEST_CASES` says otherwise.
-fn config(default_cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(default_cases);
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
-}
-
 /// How a command's proposer timestamp relates to the current log time.
 #[derive(Clone, Copy, Debug)]
 enum Clock {
@@ -445,7 +432,7 @@ fn run_streams(records: &[Vec<AppendOp>]) {
 }
 
 proptest! {
-    #![proptest_config(config(128))]
+    #![proptest_config(farmlog_tests::proptest_config(128))]
 
     #[test]
     fn streams_match_the_model(records in prop::collection::vec(prop::collection::vec(append_op(), 1..4), 1..40)) {
@@ -1008,7 +995,7 @@ fn run_topology(records: &[Vec<TopologyOp>]) {
 }
 
 proptest! {
-    #![proptest_config(config(128))]
+    #![proptest_config(farmlog_tests::proptest_config(128))]
 
     #[test]
     fn reachability_matches_a_naive_walk(
@@ -1242,7 +1229,7 @@ fn run_alarms(records: &[Vec<AlarmOp>]) {
 }
 
 proptest! {
-    #![proptest_config(config(128))]
+    #![proptest_config(farmlog_tests::proptest_config(128))]
 
     #[test]
     fn alarms_match_a_map(records in prop::collection::vec(prop::collection::vec(alarm_op(), 1..4), 1..50)) {
@@ -1488,7 +1475,7 @@ fn run_messages(records: &[Vec<MessageOp>]) {
 }
 
 proptest! {
-    #![proptest_config(config(128))]
+    #![proptest_config(farmlog_tests::proptest_config(128))]
 
     #[test]
     fn message_dedupe_and_indexes_match_the_model(
@@ -1821,7 +1808,7 @@ fn run_session(ops: &[SessionOp]) {
 }
 
 proptest! {
-    #![proptest_config(config(64))]
+    #![proptest_config(farmlog_tests::proptest_config(64))]
 
     #[test]
     fn sessions_match_the_model(ops in prop::collection::vec(session_op(), 1..200)) {

@@ -27,37 +27,9 @@ const PATCHES_MAX: usize = 64;
 
 /// The commands that set up the state every input is applied to.
 fn farm() -> Vec<Command> {
-    use ComponentKind::*;
-    vec![
-        command(LANDLORD, 1, testing::component("server", ApplicationServer, vec![])),
-        command(
-            LANDLORD,
-            1,
-            testing::component("apps", ApplicationsMlm, vec![testing::own("server")]),
-        ),
-        command(
-            LANDLORD,
-            1,
-            testing::component("agg", AggregationMlm, vec![testing::own("apps")]),
-        ),
-        command(LANDLORD, 1, testing::customer("acme")),
-        command(
-            "acme",
-            2,
-            testing::component("proxy", Proxy, vec![testing::hosted("agg")]),
-        ),
-        command(
-            "acme",
-            2,
-            testing::component("im", IntegrationModule, vec![testing::own("proxy")]),
-        ),
-        command(
-            "acme",
-            2,
-            testing::component("si", SupportInstance, vec![testing::own("im")]),
-        ),
-        command("acme", 2, testing::define_group("proxies", GroupKind::Proxy)),
-    ]
+    let mut farm = testing::farm();
+    farm.push(command("acme", 2, testing::define_group("proxies", GroupKind::Proxy)));
+    farm
 }
 
 /// One command of every family, valid against [`farm`].

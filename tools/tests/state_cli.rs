@@ -19,19 +19,7 @@ use serde_json::Value;
 mod common;
 
 /// Every body variant, by the name dump gives it.
-const BODY_FAMILIES: [&str; 11] = [
-    "Tick",
-    "OpenSession",
-    "RegisterCustomer",
-    "RegisterComponent",
-    "SetEnabled",
-    "Deregister",
-    "MapManagementId",
-    "DefineGroup",
-    "ChangeGroupMember",
-    "Upstream",
-    "StreamAppend",
-];
+const BODY_FAMILIES: [&str; 11] = CommandBody::FAMILIES;
 /// Every content variant of an upstream message.
 const CONTENT_FAMILIES: [&str; 7] = [
     "Alarm",
@@ -71,36 +59,7 @@ fn append_records(dir: &Path, records: &[(u16, Vec<u8>)]) {
 
 /// The landlord's hosted chain and one customer's tree.
 fn farm() -> Vec<Command> {
-    use ComponentKind::*;
-    vec![
-        command(LANDLORD, 1, testing::component("server", ApplicationServer, vec![])),
-        command(
-            LANDLORD,
-            1,
-            testing::component("apps", ApplicationsMlm, vec![testing::own("server")]),
-        ),
-        command(
-            LANDLORD,
-            1,
-            testing::component("agg", AggregationMlm, vec![testing::own("apps")]),
-        ),
-        command(LANDLORD, 1, testing::customer("acme")),
-        command(
-            "acme",
-            2,
-            testing::component("proxy", Proxy, vec![testing::hosted("agg")]),
-        ),
-        command(
-            "acme",
-            2,
-            testing::component("im", IntegrationModule, vec![testing::own("proxy")]),
-        ),
-        command(
-            "acme",
-            2,
-            testing::component("si", SupportInstance, vec![testing::own("im")]),
-        ),
-    ]
+    testing::farm()
 }
 
 fn upstream(id: &str, class: (&str, &str), content: Content) -> Command {

@@ -106,6 +106,43 @@ pub enum CommandBody {
     StreamAppend(StreamAppend),
 }
 
+impl CommandBody {
+    /// The name of every family, in declaration order.
+    pub const FAMILIES: [&'static str; 11] = [
+        "Tick",
+        "OpenSession",
+        "RegisterCustomer",
+        "RegisterComponent",
+        "SetEnabled",
+        "Deregister",
+        "MapManagementId",
+        "DefineGroup",
+        "ChangeGroupMember",
+        "Upstream",
+        "StreamAppend",
+    ];
+}
+
+impl ArchivedCommandBody {
+    /// This command's family, one of [`CommandBody::FAMILIES`].
+    pub fn family(&self) -> &'static str {
+        let at = match self {
+            Self::Tick => 0,
+            Self::OpenSession => 1,
+            Self::RegisterCustomer(_) => 2,
+            Self::RegisterComponent(_) => 3,
+            Self::SetEnabled(_) => 4,
+            Self::Deregister(_) => 5,
+            Self::MapManagementId(_) => 6,
+            Self::DefineGroup(_) => 7,
+            Self::ChangeGroupMember(_) => 8,
+            Self::Upstream(_) => 9,
+            Self::StreamAppend(_) => 10,
+        };
+        CommandBody::FAMILIES[at]
+    }
+}
+
 // ---------------------------------------------------------------- topology
 
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]

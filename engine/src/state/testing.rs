@@ -10,6 +10,24 @@ use crate::kinds::COMMAND_BATCH;
 /// The principal the builders put in every envelope.
 pub const TEST_PRINCIPAL: &str = "test";
 
+/// The standard small farm most state tests start from: the landlord's
+/// hosted chain (application server `server` → applications MLM `apps` →
+/// aggregation MLM `agg`) at log time 1, and customer `acme` with a proxy
+/// `proxy` below `agg`, an integration module `im` and a support instance
+/// `si` at log time 2.
+pub fn farm() -> Vec<Command> {
+    use ComponentKind::*;
+    vec![
+        command(LANDLORD, 1, component("server", ApplicationServer, vec![])),
+        command(LANDLORD, 1, component("apps", ApplicationsMlm, vec![own("server")])),
+        command(LANDLORD, 1, component("agg", AggregationMlm, vec![own("apps")])),
+        command(LANDLORD, 1, customer("acme")),
+        command("acme", 2, component("proxy", Proxy, vec![hosted("agg")])),
+        command("acme", 2, component("im", IntegrationModule, vec![own("proxy")])),
+        command("acme", 2, component("si", SupportInstance, vec![own("im")])),
+    ]
+}
+
 /// A command in `tenant` at log time `at_ms`, outside any session.
 pub fn command(tenant: &str, at_ms: u64, body: CommandBody) -> Command {
     Command {

@@ -11,33 +11,10 @@ use super::{Direction, Fired, State};
 /// A landlord with an aggregation MLM, and customer `acme` with a proxy,
 /// an integration module and a support instance below it.
 fn farm() -> Vec<(super::Command, Expect)> {
-    vec![
-        (
-            command(LANDLORD, 1, component("server", ApplicationServer, vec![])),
-            Expect::Applied,
-        ),
-        (
-            command(LANDLORD, 1, component("apps", ApplicationsMlm, vec![own("server")])),
-            Expect::Applied,
-        ),
-        (
-            command(LANDLORD, 1, component("agg", AggregationMlm, vec![own("apps")])),
-            Expect::Applied,
-        ),
-        (command(LANDLORD, 1, customer("acme")), Expect::Applied),
-        (
-            command("acme", 2, component("proxy", Proxy, vec![hosted("agg")])),
-            Expect::Applied,
-        ),
-        (
-            command("acme", 2, component("im", IntegrationModule, vec![own("proxy")])),
-            Expect::Applied,
-        ),
-        (
-            command("acme", 2, component("si", SupportInstance, vec![own("im")])),
-            Expect::Applied,
-        ),
-    ]
+    super::testing::farm()
+        .into_iter()
+        .map(|command| (command, Expect::Applied))
+        .collect()
 }
 
 fn with(mut steps: Vec<(super::Command, Expect)>, more: Vec<(super::Command, Expect)>) -> State {
