@@ -248,6 +248,10 @@ impl<'a> Batch<'a> {
     pub fn command(&self, slot: u32) -> Result<&'a ArchivedCommand, BatchError> {
         assert!(slot < self.count, "slot {slot} out of a batch of {}", self.count);
         let (offset, length) = entry(self.payload, slot);
+        if length > COMMAND_BYTES_MAX {
+            let reason = format!("{length} bytes, more than {COMMAND_BYTES_MAX}");
+            return Err(BatchError::BadCommand { slot, reason });
+        }
         let bytes = &self.payload[offset..offset + length];
         let view =
             rkyv::access::<ArchivedCommand, rkyv::rancor::Error>(bytes).map_err(|error| BatchError::BadCommand {

@@ -255,20 +255,23 @@ fn content(content: &ArchivedContent, header: &ArchivedMessageHeader) -> Checked
 fn bulk_response(response: &ArchivedBulkResponse) -> Checked {
     name("body.content.request_message_id", &response.request_message_id)?;
     match (response.granted, response.url.as_ref(), response.reason.as_ref()) {
-        (true, Some(url), _) => {
+        (true, Some(url), reason) => {
             if url.is_empty() || url.len() > URL_BYTES_MAX {
                 return Err(CommandError::new(
                     "body.content.url",
                     format!("1..={URL_BYTES_MAX} bytes"),
                 ));
             }
-            Ok(())
+            reason.map_or(Ok(()), |reason| text("body.content.reason", reason))
         }
         (true, None, _) => Err(CommandError::new(
             "body.content.url",
             "a grant says where to send the data",
         )),
         (false, Some(_), _) => Err(CommandError::new("body.content.url", "a denial has no URL")),
+        (false, None, Some(reason)) if reason.is_empty() => {
+            Err(CommandError::new("body.content.reason", "a denial says why"))
+        }
         (false, None, Some(reason)) => text("body.content.reason", reason),
         (false, None, None) => Err(CommandError::new("body.content.reason", "a denial says why")),
     }
@@ -345,11 +348,12 @@ fn optional_name(field: &str, value: Option<&rkyv::string::ArchivedString>) -> C
 fn tenant_name(field: &str, value: &str) -> Checked {
     name(field, value)?;
     let portable = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.');
-    match value.chars().all(portable) {
+    let starts_well = value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+    match starts_well && value.chars().all(portable) {
         true => Ok(()),
         false => Err(CommandError::new(
             field,
-            "use lowercase ASCII letters, digits, `-`, `_` and `.`",
+            "start with a lowercase ASCII letter or digit; then use those, `-`, `_` and `.`",
         )),
     }
 }
