@@ -39,15 +39,7 @@ use ComponentKind::*;
 /// "ghost" is never registered; "initech" only when a command registers it.
 const CUSTOMERS: [&str; 4] = ["acme", "globex", "initech", "ghost"];
 const COMPONENT_IDS: [&str; 8] = ["server", "apps", "agg", "proxy", "im", "si", "x", "y"];
-const KINDS: [ComponentKind; 7] = [
-    Proxy,
-    IntegrationModule,
-    SupportInstance,
-    CustomerMlm,
-    AggregationMlm,
-    ApplicationsMlm,
-    ApplicationServer,
-];
+const KINDS: [ComponentKind; 7] = ComponentKind::ALL;
 const GROUPS: [&str; 2] = ["proxies", "mlms"];
 const MESSAGE_IDS: [&str; 4] = ["m0", "m1", "m2", "m3"];
 const ALARM_IDS: [&str; 2] = ["disk", "fan"];

@@ -51,15 +51,7 @@ use ComponentKind::*;
 /// The log time of the commands under test, after the farm's.
 const AT_MS: u64 = 10;
 
-const KINDS: [ComponentKind; 7] = [
-    Proxy,
-    IntegrationModule,
-    SupportInstance,
-    CustomerMlm,
-    AggregationMlm,
-    ApplicationsMlm,
-    ApplicationServer,
-];
+const KINDS: [ComponentKind; 7] = ComponentKind::ALL;
 
 /// The commands that populate a state: the standard farm (the landlord's
 /// hosted chain server ← apps ← agg; customer acme with proxy ← im ← si)

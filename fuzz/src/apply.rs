@@ -14,9 +14,8 @@
 //! both in the fuzz crate and as a module of an engine test.
 
 use farmlog_engine::kinds::COMMAND_BATCH;
-use farmlog_engine::state::command::{AlarmState, ComponentKind, ExpectedVersion, GroupKind, Switch, LANDLORD};
-use farmlog_engine::state::testing::{self, command, Harness};
-use farmlog_engine::state::{encode, Batch, BatchBuilder, Command, CommandBody, State};
+use farmlog_engine::state::testing::{self, Harness};
+use farmlog_engine::state::{encode, Batch, BatchBuilder, Command, State};
 
 /// The corpus directory (under `fuzz/corpus/`) and target name.
 pub const APPLY_BATCH: &str = "apply_batch";
@@ -27,56 +26,12 @@ const PATCHES_MAX: usize = 64;
 
 /// The commands that set up the state every input is applied to.
 fn farm() -> Vec<Command> {
-    let mut farm = testing::farm();
-    farm.push(command("acme", 2, testing::define_group("proxies", GroupKind::Proxy)));
-    farm
+    testing::farm()
 }
 
-/// One command of every family, valid against [`farm`].
+/// One command of every family and content type, valid against [`farm`].
 fn every_family() -> Vec<Command> {
-    use ComponentKind::*;
-    let alarm = testing::alarm("si", "a1", AlarmState::Raised);
-    vec![
-        command("acme", 10, CommandBody::Tick),
-        command("acme", 10, CommandBody::OpenSession),
-        command(LANDLORD, 10, testing::customer("globex")),
-        command(
-            "acme",
-            11,
-            testing::component("si2", SupportInstance, vec![testing::own("im")]),
-        ),
-        command("acme", 11, testing::set_enabled("si", Switch::SupportInstance, false)),
-        command("acme", 11, testing::map_management_id("proxy", "10.0.0.1", Some("si"))),
-        command(
-            "acme",
-            11,
-            testing::group_member("proxies", testing::own("proxy"), true),
-        ),
-        command(
-            "acme",
-            12,
-            testing::message("acme", "m1", "im", IntegrationModule, ("alarm", "disk"), alarm),
-        ),
-        command(
-            "acme",
-            12,
-            testing::message(
-                "acme",
-                "m2",
-                "proxy",
-                Proxy,
-                ("inventory", "patch"),
-                testing::data(b"d"),
-            ),
-        ),
-        command("acme", 12, testing::heartbeat("acme", "m3", "proxy", Proxy, &["im"])),
-        command(
-            "acme",
-            13,
-            testing::append("orders", ExpectedVersion::NoStream, Some("k"), b"first"),
-        ),
-        command("acme", 13, testing::deregister("si2")),
-    ]
+    testing::every_family()
 }
 
 fn batch_payload(commands: &[Command]) -> Vec<u8> {

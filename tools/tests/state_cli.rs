@@ -30,9 +30,7 @@ const CONTENT_FAMILIES: [&str; 7] = [
     "BulkResponse",
     "Heartbeat",
 ];
-/// The byte body of the data message: longer than a preview, not UTF-8.
-const DATA_BODY: [u8; 300] = [0xab; 300];
-const ALARM_DATA: &str = "disk /var at 99%";
+const ALARM_DATA: &str = testing::EVERY_FAMILY_ALARM_DATA;
 
 fn payload(commands: &[Command]) -> Vec<u8> {
     let mut batch = BatchBuilder::new();
@@ -62,73 +60,10 @@ fn farm() -> Vec<Command> {
     testing::farm()
 }
 
-fn upstream(id: &str, class: (&str, &str), content: Content) -> Command {
-    command(
-        "acme",
-        12,
-        testing::message("acme", id, "im", ComponentKind::IntegrationModule, class, content),
-    )
-}
-
 /// One command of every body family and every content family, valid
 /// against [`farm`].
 fn every_family() -> Vec<Command> {
-    use ComponentKind::*;
-    let mut alarm = testing::alarm("si", "a1", AlarmState::Raised);
-    if let Content::Alarm(alarm) = &mut alarm {
-        alarm.data = ALARM_DATA.as_bytes().to_vec();
-    }
-    let event = Content::Event(Event {
-        support_instance: Some("si".into()),
-        severity: Severity::Warning,
-        text: "restarted".into(),
-        data: vec![0, 1, 2, 0xff],
-    });
-    let response = Content::Response(MessageResponse {
-        in_reply_to: "m1".into(),
-        status: ResponseStatus::Ok,
-        error: None,
-    });
-    let bulk_request = Content::BulkRequest(BulkRequest {
-        size: 1 << 20,
-        description: "logs".into(),
-    });
-    let bulk_response = Content::BulkResponse(BulkResponse {
-        request_message_id: "m5".into(),
-        granted: true,
-        url: Some("https://bulk.example/m5".into()),
-        reason: None,
-    });
-    vec![
-        command("acme", 10, CommandBody::Tick),
-        command("acme", 10, CommandBody::OpenSession),
-        command(LANDLORD, 10, testing::customer("globex")),
-        command(
-            "acme",
-            11,
-            testing::component("si2", SupportInstance, vec![testing::own("im")]),
-        ),
-        command("acme", 11, testing::set_enabled("si", Switch::SupportInstance, false)),
-        command("acme", 11, testing::map_management_id("proxy", "10.0.0.1", Some("si"))),
-        command("acme", 11, testing::define_group("proxies", GroupKind::Proxy)),
-        command(
-            "acme",
-            11,
-            testing::group_member("proxies", testing::own("proxy"), true),
-        ),
-        upstream("m1", ("alarm", "disk"), alarm),
-        upstream("m2", ("event", "restart"), event),
-        upstream("m3", ("inventory", "patch"), testing::data(&DATA_BODY)),
-        upstream("m4", ("response", "command"), response),
-        upstream("m5", ("bulk", "request"), bulk_request),
-        upstream("m6", ("bulk", "response"), bulk_response),
-        command(
-            "acme",
-            12,
-            testing::heartbeat("acme", "m7", "im", IntegrationModule, &["si"]),
-        ),
-        command("acme", 13, testing::deregister("si2")),
-    ]
+    testing::every_family()
 }
 
 /// Appends in a client session (client 1, opened by [`every_family`]),
@@ -358,8 +293,11 @@ fn replay_prints_the_same_hash_every_run_and_as_the_engine_computes_it() {
     assert_eq!(counts["groups"], 1);
     assert_eq!(counts["messages_stored"], 7);
     assert_eq!(counts["open_alarms"], 1);
-    assert_eq!(counts["streams"], 1);
-    assert_eq!(counts["stream_events"], 2);
+    assert_eq!(
+        counts["streams"], 2,
+        "every_family appends to `audit`, the rest to `orders`"
+    );
+    assert_eq!(counts["stream_events"], 3);
     assert_eq!(counts["sessions"], 1);
     assert_eq!(counts["last_applied"], 4);
     assert_eq!(counts["last_position"], expected.last_position());
@@ -367,9 +305,9 @@ fn replay_prints_the_same_hash_every_run_and_as_the_engine_computes_it() {
     let outcomes = &first["outcomes"];
     assert_eq!(outcomes["batches"], 3);
     assert_eq!(outcomes["skipped_records"], 1, "the RAW record");
-    assert_eq!(outcomes["commands"], 27);
+    assert_eq!(outcomes["commands"], 28);
     assert_eq!(outcomes["rejected"], 1);
-    assert_eq!(outcomes["applied"], 26);
+    assert_eq!(outcomes["applied"], 27);
     assert_eq!(outcomes["retried"], 1);
     assert_eq!(outcomes["rejections"]["WrongExpectedVersion"], 1);
 

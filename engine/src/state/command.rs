@@ -169,6 +169,17 @@ pub enum ComponentKind {
 }
 
 impl ComponentKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ComponentKind; 7] = [
+        Self::Proxy,
+        Self::IntegrationModule,
+        Self::SupportInstance,
+        Self::CustomerMlm,
+        Self::AggregationMlm,
+        Self::ApplicationsMlm,
+        Self::ApplicationServer,
+    ];
+
     /// Hosted by the provider: these belong to the landlord and serve
     /// several customers (seed 000 L146–147).
     pub fn is_hosted(self) -> bool {

@@ -28,6 +28,70 @@ pub fn farm() -> Vec<Command> {
     ]
 }
 
+/// The integration-module data of the alarm in [`every_family`].
+pub const EVERY_FAMILY_ALARM_DATA: &str = "disk /var at 99%";
+/// The body of the data message in [`every_family`]: longer than a
+/// preview, not UTF-8.
+pub const EVERY_FAMILY_DATA_BODY: [u8; 300] = [0xab; 300];
+
+/// One command of every body family and every content type, valid against
+/// [`farm`], at log times 10–13. Opens the state's first client session
+/// (in `acme`) and defines the proxy group `proxies`.
+pub fn every_family() -> Vec<Command> {
+    use ComponentKind::*;
+    let upstream = |id: &str, class: (&str, &str), content: Content| {
+        command("acme", 12, message("acme", id, "im", IntegrationModule, class, content))
+    };
+    let mut alarm = alarm("si", "a1", AlarmState::Raised);
+    if let Content::Alarm(alarm) = &mut alarm {
+        alarm.data = EVERY_FAMILY_ALARM_DATA.as_bytes().to_vec();
+    }
+    let event = Content::Event(Event {
+        support_instance: Some("si".into()),
+        severity: Severity::Warning,
+        text: "restarted".into(),
+        data: vec![0, 1, 2, 0xff],
+    });
+    let response = Content::Response(MessageResponse {
+        in_reply_to: "m1".into(),
+        status: ResponseStatus::Ok,
+        error: None,
+    });
+    let bulk_request = Content::BulkRequest(BulkRequest {
+        size: 1 << 20,
+        description: "logs".into(),
+    });
+    let bulk_response = Content::BulkResponse(BulkResponse {
+        request_message_id: "m5".into(),
+        granted: true,
+        url: Some("https://bulk.example/m5".into()),
+        reason: None,
+    });
+    vec![
+        command("acme", 10, CommandBody::Tick),
+        command("acme", 10, CommandBody::OpenSession),
+        command(LANDLORD, 10, customer("globex")),
+        command("acme", 11, component("si2", SupportInstance, vec![own("im")])),
+        command("acme", 11, set_enabled("si", Switch::SupportInstance, false)),
+        command("acme", 11, map_management_id("proxy", "10.0.0.1", Some("si"))),
+        command("acme", 11, define_group("proxies", GroupKind::Proxy)),
+        command("acme", 11, group_member("proxies", own("proxy"), true)),
+        upstream("m1", ("alarm", "disk"), alarm),
+        upstream("m2", ("event", "restart"), event),
+        upstream("m3", ("inventory", "patch"), data(&EVERY_FAMILY_DATA_BODY)),
+        upstream("m4", ("response", "command"), response),
+        upstream("m5", ("bulk", "request"), bulk_request),
+        upstream("m6", ("bulk", "response"), bulk_response),
+        command("acme", 12, heartbeat("acme", "m7", "im", IntegrationModule, &["si"])),
+        command(
+            "acme",
+            13,
+            append("audit", ExpectedVersion::NoStream, Some("k"), b"first"),
+        ),
+        command("acme", 13, deregister("si2")),
+    ]
+}
+
 /// A command in `tenant` at log time `at_ms`, outside any session.
 pub fn command(tenant: &str, at_ms: u64, body: CommandBody) -> Command {
     Command {
