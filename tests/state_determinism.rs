@@ -286,6 +286,164 @@ fn body() -> impl Strategy<Value = CommandBody> {
         2 => member,
         6 => upstream(),
         4 => stream_append(),
+        8 => back_channel(),
+    ]
+}
+
+/// Publishes, polls, settles, redrives, spool settings, transfer steps and
+/// throttles, aimed at the farm's names so that many apply.
+fn back_channel() -> impl Strategy<Value = CommandBody> {
+    use farmlog_engine::state::command::{
+        BackHeader, ConfigureSpool, NackReason, Payload, Poll, Publish, Redrive, ReportUsage, SetThrottle, Settle,
+        Settlement, ThrottleRule, TransferAction, TransferStep, Usage,
+    };
+    let destination = select(&[
+        (false, "proxy"),
+        (false, "im"),
+        (false, "si"),
+        (true, "agg"),
+        (false, "x"),
+    ])
+    .prop_map(|(hosted, id)| ComponentRef {
+        hosted,
+        id: id.to_string(),
+    });
+    let qos = (0u8..4, proptest::option::of(1_000_000u64..1_100_000), any::<bool>()).prop_map(
+        |(precedence, expiry_ms, persistence)| Qos {
+            precedence,
+            expiry_ms,
+            persistence,
+        },
+    );
+    let publish = (
+        name(&MESSAGE_IDS),
+        qos,
+        prop::collection::vec(destination.clone(), 0..3),
+        any::<bool>(),
+        0u16..4,
+        any::<bool>(),
+    )
+        .prop_map(|(message_id, qos, destinations, group, max_attempts, bulk)| {
+            let payload = match bulk {
+                true => Payload::Bulk {
+                    url: format!("https://apps.example/{message_id}"),
+                    size: 1 << 20,
+                },
+                false => Payload::Inline {
+                    mime_type: "text/plain".to_string(),
+                    body: message_id.clone().into_bytes(),
+                },
+            };
+            let groups = match group || destinations.is_empty() {
+                true => vec!["proxies".to_string()],
+                false => Vec::new(),
+            };
+            CommandBody::Publish(Publish {
+                header: BackHeader {
+                    message_id,
+                    source: hosted("apps"),
+                    class: "configuration".to_string(),
+                    subclass: "change".to_string(),
+                    created_at_ms: 0,
+                },
+                qos,
+                routing: Vec::new(),
+                payload,
+                destinations,
+                groups,
+                max_attempts,
+            })
+        });
+    let caller = select(&[(false, "proxy"), (false, "im"), (true, "agg"), (false, "agg")]).prop_map(|(hosted, id)| {
+        ComponentRef {
+            hosted,
+            id: id.to_string(),
+        }
+    });
+    let poll = (caller.clone(), 1u32..4, prop_oneof![Just(0u64), 1000u64..5000]).prop_map(
+        |(caller, max_deliveries, visibility_ms)| {
+            CommandBody::Poll(Poll {
+                caller,
+                max_deliveries,
+                max_bytes: 1 << 20,
+                visibility_ms,
+                message: None,
+            })
+        },
+    );
+    let settlement = prop_oneof![
+        2 => Just(Settlement::Ack),
+        1 => select(&[NackReason::Rejected, NackReason::Throttled, NackReason::ReceptionFailed]).prop_map(Settlement::Nack),
+    ];
+    // Mostly the farm's own publishes, whose positions are known.
+    let seeded = seeded_publishes();
+    let message = prop_oneof![3 => select(seeded), 1 => 1u64..200];
+    let settle = (
+        caller,
+        message.clone(),
+        prop::collection::vec(destination.clone(), 1..3),
+        settlement,
+    )
+        .prop_map(|(caller, message, destinations, settlement)| {
+            CommandBody::Settle(Settle {
+                caller,
+                message,
+                destinations,
+                settlement,
+            })
+        });
+    let redrive = (proptest::option::of(message), proptest::option::of(destination))
+        .prop_map(|(message, destination)| CommandBody::Redrive(Redrive { message, destination }));
+    let configure = (1u32..4).prop_map(|capacity| CommandBody::ConfigureSpool(ConfigureSpool { capacity }));
+    let action = prop_oneof![
+        Just(TransferAction::Grant {
+            url: "https://apps.example/up".to_string()
+        }),
+        (0u64..3000).prop_map(|retry_after_ms| TransferAction::Deny {
+            reason: "busy".to_string(),
+            retry_after_ms,
+        }),
+        Just(TransferAction::Transferred),
+    ];
+    let hop = select(&[(true, "apps"), (true, "agg"), (false, "proxy")]).prop_map(|(hosted, id)| ComponentRef {
+        hosted,
+        id: id.to_string(),
+    });
+    let request = prop_oneof![3 => Just("b0".to_string()), 1 => name(&MESSAGE_IDS)];
+    let transfer = (request, hop, action)
+        .prop_map(|(request, hop, action)| CommandBody::Transfer(TransferStep { request, hop, action }));
+    let rule = prop_oneof![
+        (0u16..1440, 0u16..1440)
+            .prop_filter("a quiet window is not empty", |(from, to)| from != to)
+            .prop_map(|(from_minute, to_minute)| ThrottleRule::Quiet { from_minute, to_minute }),
+        (1000u64..10_000, 1u64..5000).prop_map(|(window_ms, max_bytes)| ThrottleRule::Limit {
+            window_ms,
+            max_bytes: Some(max_bytes),
+            max_messages: Some(10),
+        }),
+    ];
+    let throttle = prop::collection::vec(rule, 0..3).prop_map(|rules| {
+        CommandBody::SetThrottle(SetThrottle {
+            farm: "mlms".to_string(),
+            rules,
+        })
+    });
+    let usage = (0u64..2000, 0u64..5).prop_map(|(bytes, messages)| {
+        CommandBody::ReportUsage(ReportUsage {
+            farm: "mlms".to_string(),
+            member: hosted("agg"),
+            increments: vec![Usage { bytes, messages }],
+        })
+    });
+    prop_oneof![
+        4 => publish,
+        4 => poll,
+        3 => settle,
+        1 => redrive,
+        1 => configure,
+        2 => transfer,
+        1 => throttle,
+        1 => usage,
     ]
 }
 
@@ -351,10 +509,11 @@ fn valid(draft: &Draft, at_ms: u64) -> Command {
             }
             message.header.customer = tenant.to_string();
         }
+        CommandBody::Transfer(_) if tenant == LANDLORD => tenant = CUSTOMERS[0],
         _ => {}
     }
     let mut command = command(tenant, at_ms, body);
-    if !matches!(command.body, CommandBody::OpenSession) {
+    if !matches!(command.body, CommandBody::OpenSession | CommandBody::Poll(_)) {
         command.session = session.map(|(client_id, sequence)| SessionRef { client_id, sequence });
     }
     command
@@ -375,6 +534,21 @@ fn commands(records: &[Vec<Draft>]) -> Vec<Vec<Command>> {
     built
 }
 
+/// The positions of the publishes in [`farm`].
+fn seeded_publishes() -> Vec<u64> {
+    let mut harness = Harness::new();
+    let outcomes = harness.apply_batch(&farm());
+    let published = outcomes.iter().filter_map(|outcome| match &outcome.verdict {
+        farmlog_engine::state::Verdict::Applied(farmlog_engine::state::Effect::Published { position, .. }) => {
+            Some(*position)
+        }
+        _ => None,
+    });
+    let published: Vec<u64> = published.collect();
+    assert_eq!(published.len(), 2, "the farm publishes once per customer");
+    published
+}
+
 /// The first record: a small farm, so that later commands find things.
 fn farm() -> Vec<Command> {
     let at = 1_000_000;
@@ -391,6 +565,7 @@ fn farm() -> Vec<Command> {
             testing::component("agg", AggregationMlm, vec![own("apps")]),
         ),
         command(LANDLORD, at, testing::define_group("mlms", GroupKind::Mlm)),
+        command(LANDLORD, at, testing::group_member("mlms", own("agg"), true)),
     ];
     for customer in &CUSTOMERS[..2] {
         farm.push(command(LANDLORD, at, testing::customer(customer)));
@@ -399,10 +574,43 @@ fn farm() -> Vec<Command> {
             testing::component("im", IntegrationModule, vec![own("proxy")]),
             testing::component("si", SupportInstance, vec![own("im")]),
             testing::define_group("proxies", GroupKind::Proxy),
+            testing::group_member("proxies", own("proxy"), true),
+            testing::define_group("mlms", GroupKind::Mlm),
+            testing::group_member("mlms", hosted("agg"), true),
         ];
         for body in components {
             farm.push(command(customer, at, body));
         }
+        // A bulk request to authorize, and a back-channel message to poll
+        // and settle.
+        let request = CommandBody::Upstream(UpstreamMessage {
+            header: MessageHeader {
+                message_id: "b0".to_string(),
+                source: "proxy".to_string(),
+                source_version: "1.0".to_string(),
+                source_kind: Proxy,
+                customer: customer.to_string(),
+                class: "bulk".to_string(),
+                subclass: "core".to_string(),
+                created_at_ms: 0,
+            },
+            qos: Qos {
+                precedence: 0,
+                expiry_ms: None,
+                persistence: false,
+            },
+            routing: Vec::new(),
+            content: Content::BulkRequest(BulkRequest {
+                size: 1 << 20,
+                description: "core".to_string(),
+            }),
+        });
+        farm.push(command(customer, at, request));
+        farm.push(command(
+            customer,
+            at,
+            testing::publish("p0", vec![own("si"), own("im")], &["proxies"]),
+        ));
         farm.push(command(customer, at, CommandBody::OpenSession));
     }
     farm

@@ -1857,3 +1857,231 @@ fn an_unregistered_tenant_cannot_open_a_session() {
     assert_eq!(harness.state.hash(), twin.state.hash());
     assert_eq!(harness.state.sessions().len(), sessions);
 }
+
+// ------------------------------------------------ stateless: back-channel
+
+/// A command in acme at [`AT_MS`] with `body` edited.
+fn back<B: Clone>(body: &B, wrap: impl Fn(B) -> CommandBody, edit: impl FnOnce(&mut B)) -> Command {
+    let mut body = body.clone();
+    edit(&mut body);
+    command("acme", AT_MS, wrap(body))
+}
+
+#[test]
+fn back_channel_commands_are_checked() {
+    use farmlog_engine::state::command::*;
+    let CommandBody::Publish(publish) = testing::publish("b1", vec![own("si")], &[]) else {
+        unreachable!()
+    };
+    let publish_with = |edit: &dyn Fn(&mut Publish)| back(&publish, CommandBody::Publish, |body| edit(body));
+    let mut steps = name_rule("body.header.message_id", |id| {
+        publish_with(&|body| body.header.message_id = id.clone())
+    });
+    steps.extend(name_rule("body.groups[0]", |group| {
+        publish_with(&|body| body.groups = vec![group.clone()])
+    }));
+    steps.extend([
+        (
+            publish_with(&|body| body.groups = vec!["a".into(), "b".into()]),
+            Expect::Invalid("body.groups"),
+        ),
+        (
+            publish_with(&|body| {
+                body.destinations.clear();
+            }),
+            Expect::Invalid("body.destinations"),
+        ),
+        (
+            publish_with(&|body| body.destinations = vec![own("x"); PUBLISH_DESTINATIONS_MAX + 1]),
+            Expect::Invalid("body.destinations"),
+        ),
+        (
+            publish_with(&|body| body.max_attempts = DELIVERY_ATTEMPTS_MAX + 1),
+            Expect::Invalid("body.max_attempts"),
+        ),
+        (
+            publish_with(&|body| {
+                body.payload = Payload::Bulk {
+                    url: String::new(),
+                    size: 1,
+                }
+            }),
+            Expect::Invalid("body.payload.url"),
+        ),
+        (
+            publish_with(&|body| {
+                body.payload = Payload::Bulk {
+                    url: "https://x".into(),
+                    size: 0,
+                }
+            }),
+            Expect::Invalid("body.payload.size"),
+        ),
+        (
+            publish_with(&|body| {
+                body.payload = Payload::Inline {
+                    mime_type: "text/plain".into(),
+                    body: vec![0; BODY_BYTES_MAX + 1],
+                }
+            }),
+            Expect::Invalid("body.payload.body"),
+        ),
+    ]);
+    let CommandBody::Poll(poll) = testing::poll(own("proxy"), 1) else {
+        unreachable!()
+    };
+    let poll_with = |edit: &dyn Fn(&mut Poll)| back(&poll, CommandBody::Poll, |body| edit(body));
+    steps.extend([
+        (
+            poll_with(&|body| body.max_deliveries = 0),
+            Expect::Invalid("body.max_deliveries"),
+        ),
+        (
+            poll_with(&|body| body.max_deliveries = POLL_DELIVERIES_MAX + 1),
+            Expect::Invalid("body.max_deliveries"),
+        ),
+        (
+            poll_with(&|body| body.max_bytes = POLL_BYTES_MAX + 1),
+            Expect::Invalid("body.max_bytes"),
+        ),
+        (
+            poll_with(&|body| body.visibility_ms = VISIBILITY_MS_MIN - 1),
+            Expect::Invalid("body.visibility_ms"),
+        ),
+        (
+            in_session(poll_with(&|body| body.max_deliveries = 1), 1, 1),
+            Expect::Invalid("session"),
+        ),
+        (
+            poll_with(&|body| {
+                let CommandBody::Upstream(mut message) = upstream(|_| {}).body else {
+                    unreachable!()
+                };
+                message.header.class = String::new();
+                body.message = Some(message);
+            }),
+            Expect::Invalid("body.message.header.class"),
+        ),
+    ]);
+    let settle = Settle {
+        caller: own("proxy"),
+        message: 1,
+        destinations: vec![own("proxy")],
+        settlement: Settlement::Ack,
+    };
+    let settle_with = |edit: &dyn Fn(&mut Settle)| back(&settle, CommandBody::Settle, |body| edit(body));
+    steps.extend([
+        (settle_with(&|body| body.message = 0), Expect::Invalid("body.message")),
+        (
+            settle_with(&|body| body.destinations.clear()),
+            Expect::Invalid("body.destinations"),
+        ),
+        (
+            settle_with(&|body| body.destinations = vec![own("x"); SETTLE_DESTINATIONS_MAX + 1]),
+            Expect::Invalid("body.destinations"),
+        ),
+        (
+            command(
+                "acme",
+                AT_MS,
+                CommandBody::ConfigureSpool(ConfigureSpool { capacity: 0 }),
+            ),
+            Expect::Invalid("body.capacity"),
+        ),
+    ]);
+    let step = |action: TransferAction| {
+        CommandBody::Transfer(TransferStep {
+            request: "b1".into(),
+            hop: hosted("apps"),
+            action,
+        })
+    };
+    let deny = |reason: &str, retry_after_ms| TransferAction::Deny {
+        reason: reason.into(),
+        retry_after_ms,
+    };
+    steps.extend([
+        (
+            command("acme", AT_MS, step(deny("", 0))),
+            Expect::Invalid("body.action.reason"),
+        ),
+        (
+            command("acme", AT_MS, step(deny("full", TRANSFER_RETRY_MS_MAX + 1))),
+            Expect::Invalid("body.action.retry_after_ms"),
+        ),
+        (
+            command(
+                "acme",
+                AT_MS,
+                step(TransferAction::Grant {
+                    url: "x".repeat(URL_BYTES_MAX + 1),
+                }),
+            ),
+            Expect::Invalid("body.action.url"),
+        ),
+        (
+            command(LANDLORD, AT_MS, step(TransferAction::Transferred)),
+            Expect::Invalid("tenant"),
+        ),
+    ]);
+    let throttle = |rules: Vec<ThrottleRule>| {
+        command(
+            "acme",
+            AT_MS,
+            CommandBody::SetThrottle(SetThrottle {
+                farm: "farm".into(),
+                rules,
+            }),
+        )
+    };
+    let quiet = |from_minute, to_minute| ThrottleRule::Quiet { from_minute, to_minute };
+    steps.extend([
+        (
+            throttle(vec![quiet(MINUTES_PER_DAY, 0)]),
+            Expect::Invalid("body.rules[0].from_minute"),
+        ),
+        (throttle(vec![quiet(5, 5)]), Expect::Invalid("body.rules[0].to_minute")),
+        (
+            throttle(vec![ThrottleRule::Limit {
+                window_ms: 0,
+                max_bytes: Some(1),
+                max_messages: None,
+            }]),
+            Expect::Invalid("body.rules[0].window_ms"),
+        ),
+        (
+            throttle(vec![ThrottleRule::Limit {
+                window_ms: 1000,
+                max_bytes: None,
+                max_messages: None,
+            }]),
+            Expect::Invalid("body.rules[0].max_bytes"),
+        ),
+        (
+            throttle(vec![quiet(1, 2); THROTTLE_RULES_MAX + 1]),
+            Expect::Invalid("body.rules"),
+        ),
+        (
+            command(
+                "acme",
+                AT_MS,
+                CommandBody::ReportUsage(ReportUsage {
+                    farm: "farm".into(),
+                    member: own("proxy"),
+                    increments: vec![],
+                }),
+            ),
+            Expect::Invalid("body.increments"),
+        ),
+    ]);
+    // The longest good values encode.
+    assert_encodes(
+        "body.destinations",
+        &publish_with(&|body| body.destinations = vec![own("x"); PUBLISH_DESTINATIONS_MAX]),
+    );
+    assert_encodes(
+        "body.max_deliveries",
+        &poll_with(&|body| body.max_deliveries = POLL_DELIVERIES_MAX),
+    );
+    check_populated(steps);
+}

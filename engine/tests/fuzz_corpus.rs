@@ -86,6 +86,13 @@ fn apply_batch_survives_every_corpus_input() {
 /// The seeds are built by the engine, so they drift when the format
 /// changes; this test rebuilds them (it never removes other inputs).
 #[test]
+fn the_every_family_seed_applies() {
+    if let Err(problem) = apply::every_family_applies() {
+        panic!("a seed command is rejected: {problem}");
+    }
+}
+
+#[test]
 #[ignore = "writes files: run on purpose to refresh the seed corpora"]
 fn write_seed_corpus() {
     for seed in harness::seed_inputs() {

@@ -29,9 +29,104 @@ fn farm() -> Vec<Command> {
     testing::farm()
 }
 
-/// One command of every family and content type, valid against [`farm`].
+/// One command of every family and content type, valid against [`farm`]:
+/// `testing::every_family`, then the back-channel families.
 fn every_family() -> Vec<Command> {
-    testing::every_family()
+    let mut commands = testing::every_family();
+    commands.extend(back_channel(&commands));
+    commands
+}
+
+/// A bulk request, a publish to a support instance and the proxy group, a
+/// poll, a settle, a redrive, a spool setting, a transfer grant, a farm
+/// throttle and a usage report, valid after [`farm`] and `earlier`.
+fn back_channel(earlier: &[Command]) -> Vec<Command> {
+    use farmlog_engine::state::command::*;
+    use farmlog_engine::state::{Effect, Verdict};
+    use testing::{command, hosted, own};
+    let at = 14;
+    let request = Content::BulkRequest(BulkRequest {
+        size: 1 << 20,
+        description: "core".into(),
+    });
+    let publish = command("acme", at, testing::publish("bc1", vec![own("si")], &["proxies"]));
+    let mut commands = vec![
+        command(
+            "acme",
+            at,
+            testing::message("acme", "b1", "proxy", ComponentKind::Proxy, ("bulk", "core"), request),
+        ),
+        publish.clone(),
+    ];
+    // The publish's position, from a dry run of everything before it.
+    let mut dry = Harness::new();
+    dry.apply_batch(&farm());
+    let mut before = earlier.to_vec();
+    before.extend(commands.iter().cloned());
+    let outcomes = dry.apply_batch(&before);
+    let position = match &outcomes.last().expect("the publish").verdict {
+        Verdict::Applied(Effect::Published { position, .. }) => *position,
+        other => panic!("the seed publish applies: {other:?}"),
+    };
+    commands.extend([
+        command("acme", at, testing::poll(own("proxy"), 4)),
+        command(
+            "acme",
+            at,
+            testing::settle(own("proxy"), position, vec![own("si")], Settlement::Ack),
+        ),
+        command(
+            "acme",
+            at,
+            CommandBody::Redrive(Redrive {
+                message: None,
+                destination: None,
+            }),
+        ),
+        command(
+            "acme",
+            at,
+            CommandBody::ConfigureSpool(ConfigureSpool { capacity: 100 }),
+        ),
+        command(
+            "acme",
+            at,
+            CommandBody::Transfer(TransferStep {
+                request: "b1".into(),
+                hop: hosted("apps"),
+                action: TransferAction::Grant {
+                    url: "https://apps.example/b1".into(),
+                },
+            }),
+        ),
+        command("acme", at, testing::define_group("mlms", GroupKind::Mlm)),
+        command("acme", at, testing::group_member("mlms", hosted("agg"), true)),
+        command(
+            "acme",
+            at,
+            CommandBody::SetThrottle(SetThrottle {
+                farm: "mlms".into(),
+                rules: vec![ThrottleRule::Limit {
+                    window_ms: 60_000,
+                    max_bytes: Some(1 << 20),
+                    max_messages: None,
+                }],
+            }),
+        ),
+        command(
+            "acme",
+            at,
+            CommandBody::ReportUsage(ReportUsage {
+                farm: "mlms".into(),
+                member: hosted("agg"),
+                increments: vec![Usage {
+                    bytes: 4096,
+                    messages: 1,
+                }],
+            }),
+        ),
+    ]);
+    commands
 }
 
 fn batch_payload(commands: &[Command]) -> Vec<u8> {
@@ -83,6 +178,21 @@ fn patched(mut payload: Vec<u8>, patches: &[u8]) -> Vec<u8> {
 
 /// Seed inputs: the valid batch (raw mode), the same unpatched (patch
 /// mode), a few single-byte patches, and a one-command batch per family.
+/// Checks that every command of the every-family seed applies against
+/// [`farm`]: a rejected seed would start the fuzzer shallow.
+pub fn every_family_applies() -> Result<(), String> {
+    let mut harness = Harness::new();
+    harness.apply_batch(&farm());
+    let commands = every_family();
+    let outcomes = harness.apply_batch(&commands);
+    for (command, outcome) in commands.iter().zip(outcomes) {
+        if !outcome.is_applied() {
+            return Err(format!("{command:?}: {outcome:?}"));
+        }
+    }
+    Ok(())
+}
+
 pub fn apply_seeds() -> Vec<(String, Vec<u8>)> {
     let valid = batch_payload(&every_family());
     let mut seeds = vec![

@@ -39,8 +39,10 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
     /// List every time-driven transition (a component late or failed, a
-    /// session expired) with the record and slot whose command set it off
-    /// (at most 100,000; the count covers all).
+    /// session expired, a back-channel delivery timed out, parked or
+    /// expired, a bulk message's URL unpublished, a denied transfer
+    /// retried) with the record and slot whose command set it off (at most
+    /// 100,000; the count covers all).
     #[arg(long)]
     pub transitions: bool,
 }
@@ -58,8 +60,9 @@ pub struct Tally {
     /// Commands that were retries in a client session (counted in applied
     /// or rejected too, by their first verdict).
     pub retried: u64,
-    /// Time-driven transitions fired.
+    /// Time-driven transitions fired, and by kind (the variant's name).
     pub fired: u64,
+    pub fired_kinds: BTreeMap<&'static str, u64>,
     /// Rejections by kind (the variant's name).
     pub rejections: BTreeMap<String, u64>,
     /// When kept: the first [`TRANSITIONS_SHOWN_MAX`] transitions, with the
@@ -76,6 +79,9 @@ impl Tally {
         self.commands += outcomes.len() as u64;
         for (slot, outcome) in (0u32..).zip(outcomes) {
             self.fired += outcome.fired.len() as u64;
+            for fired in &outcome.fired {
+                *self.fired_kinds.entry(fired_kind(fired)).or_default() += 1;
+            }
             if let Some(kept) = &mut self.transitions {
                 let room = TRANSITIONS_SHOWN_MAX.saturating_sub(kept.len());
                 kept.extend(
@@ -106,6 +112,7 @@ impl Tally {
             "rejected": self.rejected,
             "retried": self.retried,
             "fired_transitions": self.fired,
+            "fired_by_kind": self.fired_kinds,
             "rejections": self.rejections,
             "transitions": self.transitions.as_ref().map(|kept| {
                 kept.iter()
@@ -130,6 +137,9 @@ impl Tally {
             writeln!(out, "  rejected {kind}: {count}")?;
         }
         writeln!(out, "fired transitions: {}", self.fired)?;
+        for (kind, count) in &self.fired_kinds {
+            writeln!(out, "  fired {kind}: {count}")?;
+        }
         for (index, slot, fired) in self.transitions.iter().flatten() {
             writeln!(out, "  index={index} slot={slot} {}", describe(fired))?;
         }
@@ -139,7 +149,7 @@ impl Tally {
 
 /// The name of an enum value's variant, from its serde form
 /// (`"TenantUnknown"` or `{"NotFound": {...}}`).
-fn variant_name(value: &impl serde::Serialize) -> String {
+pub(crate) fn variant_name(value: &impl serde::Serialize) -> String {
     match serde_json::to_value(value) {
         Ok(Value::String(name)) => name,
         Ok(Value::Object(fields)) => fields.keys().next().cloned().unwrap_or_default(),
@@ -162,6 +172,17 @@ pub struct StateCounts {
     pub stream_events: u64,
     pub idempotency_keys: u64,
     pub sessions: u64,
+    /// Back-channel messages published.
+    pub back_messages: u64,
+    /// Their (message, destination) deliveries, in every state.
+    pub deliveries: u64,
+    /// Deliveries pending, handed out or waiting to be retried: the spools'
+    /// depth, over all tenants and destinations.
+    pub deliveries_live: u64,
+    /// Deliveries that used their attempts, until re-driven.
+    pub deliveries_parked: u64,
+    /// Upstream bulk transfers, in any phase.
+    pub transfers: u64,
     pub pending_timers: u64,
     pub last_position: u64,
     pub last_applied: u64,
@@ -170,6 +191,8 @@ pub struct StateCounts {
 
 impl StateCounts {
     pub fn of(state: &State) -> Self {
+        let spools = state.spools();
+        let tenant_slots = || state.tenants().filter_map(|(name, _)| state.tenant_slot(name));
         Self {
             tenants: state.tenants().count() as u64,
             components_registered: state.topology().registered_count() as u64,
@@ -181,6 +204,11 @@ impl StateCounts {
             stream_events: state.streams().event_count(),
             idempotency_keys: state.streams().kept_keys() as u64,
             sessions: state.sessions().len() as u64,
+            back_messages: spools.message_count() as u64,
+            deliveries: spools.delivery_count() as u64,
+            deliveries_live: tenant_slots().map(|tenant| spools.tenant_depth(tenant)).sum(),
+            deliveries_parked: tenant_slots().map(|tenant| spools.parked(tenant).count() as u64).sum(),
+            transfers: state.transfers().count() as u64,
             pending_timers: state.pending_timers() as u64,
             last_position: state.last_position(),
             last_applied: state.last_applied(),
@@ -189,8 +217,8 @@ impl StateCounts {
     }
 
     /// The objects a client names or reads: tenants, components (every
-    /// slot), groups, stored messages, open alarms, streams and stream
-    /// events.
+    /// slot), groups, stored messages, open alarms, streams, stream events,
+    /// back-channel messages, their deliveries and bulk transfers.
     pub fn objects(&self) -> u64 {
         self.tenants
             + self.components_total
@@ -199,6 +227,9 @@ impl StateCounts {
             + self.open_alarms
             + self.streams
             + self.stream_events
+            + self.back_messages
+            + self.deliveries
+            + self.transfers
     }
 
     pub fn to_json(&self) -> Value {
@@ -213,6 +244,11 @@ impl StateCounts {
             "stream_events": self.stream_events,
             "idempotency_keys": self.idempotency_keys,
             "sessions": self.sessions,
+            "back_messages": self.back_messages,
+            "deliveries": self.deliveries,
+            "deliveries_live": self.deliveries_live,
+            "deliveries_parked": self.deliveries_parked,
+            "transfers": self.transfers,
             "pending_timers": self.pending_timers,
             "last_position": self.last_position,
             "last_applied": self.last_applied,
@@ -235,6 +271,13 @@ impl StateCounts {
         writeln!(out, "stream events:     {}", self.stream_events)?;
         writeln!(out, "idempotency keys:  {}", self.idempotency_keys)?;
         writeln!(out, "sessions:          {}", self.sessions)?;
+        writeln!(out, "back-channel:      {} messages", self.back_messages)?;
+        writeln!(
+            out,
+            "deliveries:        {} ({} live, {} parked)",
+            self.deliveries, self.deliveries_live, self.deliveries_parked
+        )?;
+        writeln!(out, "bulk transfers:    {}", self.transfers)?;
         writeln!(out, "pending timers:    {}", self.pending_timers)?;
         writeln!(out, "last position:     {}", self.last_position)?;
         writeln!(out, "last applied:      {}", self.last_applied)?;
@@ -369,6 +412,20 @@ fn write_snapshot(state: &State, file: &Path) -> Result<u64, Failure> {
     Ok(bytes.len() as u64)
 }
 
+/// A transition's kind: its variant's name.
+fn fired_kind(fired: &Fired) -> &'static str {
+    match fired {
+        Fired::ComponentLate { .. } => "ComponentLate",
+        Fired::ComponentFailed { .. } => "ComponentFailed",
+        Fired::SessionExpired { .. } => "SessionExpired",
+        Fired::DeliveryTimedOut { .. } => "DeliveryTimedOut",
+        Fired::DeliveryParked { .. } => "DeliveryParked",
+        Fired::DeliveriesExpired { .. } => "DeliveriesExpired",
+        Fired::BulkUnpublished { .. } => "BulkUnpublished",
+        Fired::TransferRetry { .. } => "TransferRetry",
+    }
+}
+
 /// One line for a transition.
 fn describe(fired: &Fired) -> String {
     match fired {
@@ -377,5 +434,20 @@ fn describe(fired: &Fired) -> String {
             format!("ComponentFailed tenant={tenant} component={component}")
         }
         Fired::SessionExpired { client_id } => format!("SessionExpired client_id={client_id}"),
+        Fired::DeliveryTimedOut {
+            tenant,
+            message,
+            destination,
+        } => format!("DeliveryTimedOut tenant={tenant} message={message} destination={destination}"),
+        Fired::DeliveryParked {
+            tenant,
+            message,
+            destination,
+        } => format!("DeliveryParked tenant={tenant} message={message} destination={destination}"),
+        Fired::DeliveriesExpired { tenant, message, count } => {
+            format!("DeliveriesExpired tenant={tenant} message={message} count={count}")
+        }
+        Fired::BulkUnpublished { tenant, message } => format!("BulkUnpublished tenant={tenant} message={message}"),
+        Fired::TransferRetry { tenant, request } => format!("TransferRetry tenant={tenant} request={request}"),
     }
 }

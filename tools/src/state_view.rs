@@ -9,16 +9,21 @@
 //! shown as an error in its place; nothing here panics on bytes from disk.
 //!
 //! Byte fields (an alarm's or event's `data`, a data message's `body`, a
-//! stream event's `body`) are never printed whole. Text shows
-//! `[LENGTH bytes text="…"]` or `[LENGTH bytes hex=…]`; JSON replaces the
-//! byte array by `{"length": LENGTH, "text"|"hex": PREFIX, "truncated":
-//! BOOL}` where PREFIX is the first [`BODY_PREVIEW_BYTES_MAX`] bytes, as
-//! text when printable UTF-8 and as lowercase hex otherwise. So one
-//! command's output is bounded by the command catalog's own limits.
+//! stream event's `body`, a back-channel message's inline `body`, and the
+//! same fields of the upstream message a poll carries) are never printed
+//! whole. Text shows `[LENGTH bytes text="…"]` or `[LENGTH bytes hex=…]`;
+//! JSON replaces the byte array by `{"length": LENGTH, "text"|"hex":
+//! PREFIX, "truncated": BOOL}` where PREFIX is the first
+//! [`BODY_PREVIEW_BYTES_MAX`] bytes, as text when printable UTF-8 and as
+//! lowercase hex otherwise. A bulk payload shows its URL and size only. So
+//! one command's output is bounded by the command catalog's own limits.
 
 use std::io::Write;
 
-use farmlog_engine::state::command::{ComponentRef, Content, UpstreamMessage};
+use farmlog_engine::state::command::{
+    ComponentRef, Content, Payload, Poll, Publish, Qos, RouteHop, SetThrottle, Settle, ThrottleRule, TransferAction,
+    TransferStep, UpstreamMessage,
+};
 use farmlog_engine::state::{Batch, Command, CommandBody, SCHEMA_VERSION};
 use rkyv::util::AlignedVec;
 use serde_json::{json, Map, Value};
@@ -152,7 +157,7 @@ pub fn command_json(command: &Command) -> Value {
     let bytes = byte_field(&mut command.body).map(|(pointer, bytes)| (pointer, std::mem::take(bytes)));
     let mut value = serde_json::to_value(&command).unwrap_or_else(|error| json!({ "error": error.to_string() }));
     if let Some((pointer, bytes)) = bytes {
-        if let Some(field) = value.pointer_mut(pointer) {
+        if let Some(field) = value.pointer_mut(&pointer) {
             *field = bytes_json(&bytes);
         }
     }
@@ -161,15 +166,22 @@ pub fn command_json(command: &Command) -> Value {
 
 /// The one byte field of a body, with its JSON pointer in the command's
 /// serde form. Exhaustive, so a new variant must say whether it has one.
-fn byte_field(body: &mut CommandBody) -> Option<(&'static str, &mut Vec<u8>)> {
+fn byte_field(body: &mut CommandBody) -> Option<(String, &mut Vec<u8>)> {
     match body {
-        CommandBody::Upstream(message) => match &mut message.content {
-            Content::Alarm(alarm) => Some(("/body/Upstream/content/Alarm/data", &mut alarm.data)),
-            Content::Event(event) => Some(("/body/Upstream/content/Event/data", &mut event.data)),
-            Content::Data(data) => Some(("/body/Upstream/content/Data/body", &mut data.body)),
-            Content::Response(_) | Content::BulkRequest(_) | Content::BulkResponse(_) | Content::Heartbeat(_) => None,
+        CommandBody::Upstream(message) => {
+            content_bytes(&mut message.content).map(|(at, bytes)| (format!("/body/Upstream/content/{at}"), bytes))
+        }
+        CommandBody::StreamAppend(append) => Some(("/body/StreamAppend/body".to_owned(), &mut append.body)),
+        CommandBody::Publish(publish) => match &mut publish.payload {
+            Payload::Inline { body, .. } => Some(("/body/Publish/payload/Inline/body".to_owned(), body)),
+            Payload::Bulk { .. } => None,
         },
-        CommandBody::StreamAppend(append) => Some(("/body/StreamAppend/body", &mut append.body)),
+        // The upstream message a poll carries, if any, has its own.
+        CommandBody::Poll(poll) => poll
+            .message
+            .as_mut()
+            .and_then(|message| content_bytes(&mut message.content))
+            .map(|(at, bytes)| (format!("/body/Poll/message/content/{at}"), bytes)),
         CommandBody::Tick
         | CommandBody::OpenSession
         | CommandBody::RegisterCustomer(_)
@@ -178,7 +190,24 @@ fn byte_field(body: &mut CommandBody) -> Option<(&'static str, &mut Vec<u8>)> {
         | CommandBody::Deregister(_)
         | CommandBody::MapManagementId(_)
         | CommandBody::DefineGroup(_)
-        | CommandBody::ChangeGroupMember(_) => None,
+        | CommandBody::ChangeGroupMember(_)
+        | CommandBody::Settle(_)
+        | CommandBody::Redrive(_)
+        | CommandBody::ConfigureSpool(_)
+        | CommandBody::Transfer(_)
+        | CommandBody::SetThrottle(_)
+        | CommandBody::ReportUsage(_) => None,
+    }
+}
+
+/// The byte field of an upstream message's content, with its JSON pointer
+/// below the content (`Alarm/data`).
+fn content_bytes(content: &mut Content) -> Option<(&'static str, &mut Vec<u8>)> {
+    match content {
+        Content::Alarm(alarm) => Some(("Alarm/data", &mut alarm.data)),
+        Content::Event(event) => Some(("Event/data", &mut event.data)),
+        Content::Data(data) => Some(("Data/body", &mut data.body)),
+        Content::Response(_) | Content::BulkRequest(_) | Content::BulkResponse(_) | Content::Heartbeat(_) => None,
     }
 }
 
@@ -269,19 +298,38 @@ fn body_text(body: &CommandBody) -> String {
                 bytes_text(&body.body)
             )
         }
+        CommandBody::Publish(body) => publish_text(body),
+        CommandBody::Poll(body) => poll_text(body),
+        CommandBody::Settle(body) => settle_text(body),
+        CommandBody::Redrive(body) => format!(
+            "Redrive message={} destination={}",
+            body.message
+                .map_or_else(|| "-".to_owned(), |position| position.to_string()),
+            body.destination.as_ref().map_or_else(|| "-".to_owned(), component_ref)
+        ),
+        CommandBody::ConfigureSpool(body) => format!("ConfigureSpool capacity={}", body.capacity),
+        CommandBody::Transfer(body) => transfer_text(body),
+        CommandBody::SetThrottle(body) => set_throttle_text(body),
+        CommandBody::ReportUsage(body) => {
+            let increments: Vec<String> = body
+                .increments
+                .iter()
+                .map(|usage| format!("(bytes={},messages={})", usage.bytes, usage.messages))
+                .collect();
+            format!(
+                "ReportUsage farm={:?} member={} increments=[{}]",
+                body.farm,
+                component_ref(&body.member),
+                increments.join(",")
+            )
+        }
     }
 }
 
 fn upstream_text(message: &UpstreamMessage) -> String {
     let header = &message.header;
-    let qos = &message.qos;
-    let routing: Vec<String> = message
-        .routing
-        .iter()
-        .map(|hop| format!("{}@{}", component_ref(&hop.component), hop.at_ms))
-        .collect();
     format!(
-        "Upstream message_id={:?} source={:?} source_version={:?} source_kind={:?} customer={:?} class={:?} subclass={:?} created_at_ms={} precedence={} expiry_ms={} persistence={} routing=[{}] content={}",
+        "Upstream message_id={:?} source={:?} source_version={:?} source_kind={:?} customer={:?} class={:?} subclass={:?} created_at_ms={} {} routing=[{}] content={}",
         header.message_id,
         header.source,
         header.source_version,
@@ -290,12 +338,117 @@ fn upstream_text(message: &UpstreamMessage) -> String {
         header.class,
         header.subclass,
         header.created_at_ms,
-        qos.precedence,
-        qos.expiry_ms.map_or_else(|| "-".to_owned(), |expiry| expiry.to_string()),
-        qos.persistence,
-        routing.join(","),
+        qos_text(&message.qos),
+        routing_text(&message.routing),
         content_text(&message.content)
     )
+}
+
+/// `precedence=… expiry_ms=… persistence=…`.
+fn qos_text(qos: &Qos) -> String {
+    format!(
+        "precedence={} expiry_ms={} persistence={}",
+        qos.precedence,
+        qos.expiry_ms
+            .map_or_else(|| "-".to_owned(), |expiry| expiry.to_string()),
+        qos.persistence
+    )
+}
+
+/// `own:"im"@12,hosted:"agg"@13`.
+fn routing_text(routing: &[RouteHop]) -> String {
+    let hops: Vec<String> = routing
+        .iter()
+        .map(|hop| format!("{}@{}", component_ref(&hop.component), hop.at_ms))
+        .collect();
+    hops.join(",")
+}
+
+fn component_refs(references: &[ComponentRef]) -> String {
+    let references: Vec<String> = references.iter().map(component_ref).collect();
+    references.join(",")
+}
+
+fn publish_text(publish: &Publish) -> String {
+    let header = &publish.header;
+    let payload = match &publish.payload {
+        Payload::Inline { mime_type, body } => format!("Inline mime_type={mime_type:?} body={}", bytes_text(body)),
+        Payload::Bulk { url, size } => format!("Bulk url={url:?} size={size}"),
+    };
+    let groups: Vec<String> = publish.groups.iter().map(|group| format!("{group:?}")).collect();
+    format!(
+        "Publish message_id={:?} source={} class={:?} subclass={:?} created_at_ms={} {} routing=[{}] payload={payload} destinations=[{}] groups=[{}] max_attempts={}",
+        header.message_id,
+        component_ref(&header.source),
+        header.class,
+        header.subclass,
+        header.created_at_ms,
+        qos_text(&publish.qos),
+        routing_text(&publish.routing),
+        component_refs(&publish.destinations),
+        groups.join(","),
+        publish.max_attempts
+    )
+}
+
+/// The carried upstream message, if any, comes last, in full.
+fn poll_text(poll: &Poll) -> String {
+    format!(
+        "Poll caller={} max_deliveries={} max_bytes={} visibility_ms={} message={}",
+        component_ref(&poll.caller),
+        poll.max_deliveries,
+        poll.max_bytes,
+        poll.visibility_ms,
+        poll.message.as_ref().map_or_else(|| "-".to_owned(), upstream_text)
+    )
+}
+
+fn settle_text(settle: &Settle) -> String {
+    format!(
+        "Settle caller={} message={} destinations=[{}] settlement={:?}",
+        component_ref(&settle.caller),
+        settle.message,
+        component_refs(&settle.destinations),
+        settle.settlement
+    )
+}
+
+fn transfer_text(step: &TransferStep) -> String {
+    let action = match &step.action {
+        TransferAction::Grant { url } => format!("Grant url={url:?}"),
+        TransferAction::Deny { reason, retry_after_ms } => {
+            format!("Deny reason={reason:?} retry_after_ms={retry_after_ms}")
+        }
+        TransferAction::Transferred => "Transferred".to_owned(),
+    };
+    format!(
+        "Transfer request={:?} hop={} action={action}",
+        step.request,
+        component_ref(&step.hop)
+    )
+}
+
+fn set_throttle_text(throttle: &SetThrottle) -> String {
+    let optional_count = |count: Option<u64>| count.map_or_else(|| "-".to_owned(), |count| count.to_string());
+    let rules: Vec<String> = throttle
+        .rules
+        .iter()
+        .map(|rule| match *rule {
+            ThrottleRule::Quiet { from_minute, to_minute } => {
+                format!("Quiet(from_minute={from_minute},to_minute={to_minute})")
+            }
+            ThrottleRule::Limit {
+                window_ms,
+                max_bytes,
+                max_messages,
+            } => format!(
+                "Limit(window_ms={window_ms},max_bytes={},max_messages={})",
+                optional_count(max_bytes),
+                optional_count(max_messages)
+            ),
+        })
+        .collect();
+    format!("SetThrottle farm={:?} rules=[{}]", throttle.farm, rules.join(","))
 }
 
 fn content_text(content: &Content) -> String {

@@ -2,34 +2,65 @@
 //! of commands shaped like a farm's traffic.
 //!
 //! First the setup: the landlord's hosted chain (application server →
-//! applications MLM → aggregation MLM), then per customer
-//! its registration, groups, proxies below the hosted aggregation MLM,
-//! integration modules below the proxies and support instances below those
-//! (one in [`REDUNDANT_EVERY`] behind two modules on different proxies),
-//! management-id mappings, group memberships and (for the first
-//! customers) a client session. Then the steady state,
-//! drawn by weight ([`Mix`]): mostly heartbeats, data messages, alarms
-//! raised and cleared, and stream appends with and without expected
-//! versions and idempotency keys (some in client sessions, some retried),
-//! with a little of every other family.
+//! applications MLM → [`AGGREGATION_MLMS`] aggregation MLMs), then per
+//! customer its registration, groups, proxies below one of the hosted
+//! aggregation MLMs, integration modules below the proxies and support
+//! instances below those (one in [`REDUNDANT_EVERY`] behind two modules on
+//! different proxies), management-id mappings, group memberships and (for
+//! the first customers) a client session. Each customer also has a fleet:
+//! the proxy group [`FLEET_GROUP`] of all its proxies, the traffic proxies
+//! plus back-channel-only ones, 2–20 proxies for most customers, 100–300
+//! for one in [`MEDIUM_FLEET_EVERY`] and [`FLEET_PROXIES_LARGE`] for one in
+//! [`LARGE_FLEET_EVERY`]; and one customer in [`SMALL_SPOOL_EVERY`]
+//! configures a small spool capacity, so that its spools prune.
+//!
+//! Then the steady state, drawn by weight ([`Mix`]): mostly heartbeats,
+//! data messages, alarms raised and cleared, and stream appends with and
+//! without expected versions and idempotency keys (some in client sessions,
+//! some retried); the back-channel (publishes to one destination, to the
+//! fleet group or to lists of up to 64, expiring and bulk ones; polls by
+//! proxies, some carrying a heartbeat or a bulk request, and by the
+//! aggregation MLMs for every customer below them; acks and nacks of what
+//! the polls handed out; redrives of parked deliveries; spool capacity
+//! changes; the grant, denial and completion of upstream bulk transfers);
+//! and a little of every other family.
 //!
 //! The generator keeps a model of what it registered, which alarms are
-//! open and each stream's version, so that nearly every command applies;
-//! the rejections it makes are deliberate (a wrong expected version, one in
-//! [`WRONG_VERSION_EVERY`] expected-version appends). A few integration
-//! modules are silent (never heard from), so liveness transitions fire as
+//! open and each stream's version, and it applies every command it makes
+//! to its own [`State`] (one command per record, as a client sees each
+//! reply before it sends the next command), so that it settles exactly
+//! what the polls handed out and steps each transfer from the phase it is
+//! in. So nearly every command applies; the rejections it makes are
+//! deliberate (a wrong expected version, one in [`WRONG_VERSION_EVERY`]
+//! expected-version appends), and [`MixReport`] counts every verdict by
+//! family. Some handouts are never settled and some polls ask for short
+//! visibility timeouts, some publishes allow few attempts or expire soon,
+//! and a few integration modules are silent (never heard from), so
+//! deliveries time out, park and expire and liveness transitions fire as
 //! log time passes. Log time advances by 0–2 ms per command.
 //!
-//! Invariant: the same shape and seed give the same commands, in the same
-//! order, with the same timestamps (within one build of `rand`).
+//! Invariants: the same shape and seed give the same commands, in the same
+//! order, with the same timestamps (within one build of `rand`); the
+//! model's verdicts are the ones a fold of the log gives (apply does not
+//! depend on how commands are packed into records).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
 
+use farmlog_engine::kinds::COMMAND_BATCH;
 use farmlog_engine::state::command::*;
+use farmlog_engine::state::outcome::{Handout, StoredUpstream, TransferPhase};
 use farmlog_engine::state::testing;
-use farmlog_engine::state::{Command, CommandBody};
+use farmlog_engine::state::{
+    encode, BatchBuilder, Command, CommandBody, CommandError, Effect, EncodedCommand, Outcome, State, Verdict,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::replay::variant_name;
+use crate::state_view::aligned_copy;
 
 /// Log time of the first command: 2023-11-14, in ms since the epoch.
 pub const EPOCH_MS: u64 = 1_700_000_000_000;
@@ -65,12 +96,64 @@ const SEVERITIES: [Severity; 5] = [
     Severity::Warning,
     Severity::Info,
 ];
-/// The landlord's hosted components.
+/// The landlord's hosted components. Customer n's proxies hang below
+/// aggregation MLM `agg-mlm-{n % AGGREGATION_MLMS}`.
 const APPLICATION_SERVER: &str = "appserver";
 const APPLICATIONS_MLM: &str = "apps-mlm";
-const AGGREGATION_MLM: &str = "agg-mlm";
+const AGGREGATION_MLMS: usize = 4;
 const PROXY_GROUP: &str = "proxies";
 const SECURITY_GROUP: &str = "everything";
+/// Every proxy of a customer: the back-channel's multicast group.
+const FLEET_GROUP: &str = "fleet";
+/// Customer n has a fleet of [`FLEET_PROXIES_LARGE`] proxies when
+/// `n % LARGE_FLEET_EVERY == LARGE_FLEET_EVERY / 2`, of
+/// [`FLEET_PROXIES_MEDIUM`] when `n % MEDIUM_FLEET_EVERY == 2`, and of
+/// [`FLEET_PROXIES_SMALL`] otherwise (never fewer than its traffic proxies).
+const LARGE_FLEET_EVERY: usize = 25;
+const MEDIUM_FLEET_EVERY: usize = 5;
+const FLEET_PROXIES_LARGE: usize = 1000;
+const FLEET_PROXIES_MEDIUM: RangeInclusive<usize> = 100..=300;
+const FLEET_PROXIES_SMALL: RangeInclusive<usize> = 2..=20;
+/// Customer n configures a spool capacity in [`SMALL_SPOOL_CAPACITY`] when
+/// `n % SMALL_SPOOL_EVERY == 1`: its busy destinations prune.
+const SMALL_SPOOL_EVERY: usize = 10;
+const SMALL_SPOOL_CAPACITY: RangeInclusive<u32> = 4..=16;
+/// Publishes of one burst to one destination of a small-spool customer,
+/// sent back to back: more than its capacity, so that its spool prunes.
+const BURST_PUBLISHES: RangeInclusive<usize> = 4..=20;
+/// Most destinations of a multicast that names them one by one.
+const LISTED_DESTINATIONS_MAX: usize = 64;
+/// Largest inline back-channel body: a small JSON document, padded.
+const BACK_BODY_PAD_BYTES_MAX: usize = 192;
+const BACK_CLASSES: [(&str, &str); 3] = [
+    ("configuration", "change"),
+    ("software", "update"),
+    ("command", "restart"),
+];
+/// How soon an expiring back-channel message expires, in log time.
+const EXPIRY_SOON_MS: RangeInclusive<u64> = 1000..=20_000;
+/// The visibility timeout a poll asks for when it names one.
+const PROXY_VISIBILITY_MS: RangeInclusive<u64> = 1000..=10_000;
+const AGGREGATION_VISIBILITY_MS: RangeInclusive<u64> = 5000..=30_000;
+/// Of the handouts a settle step takes, per thousand: acked, nacked; the
+/// rest are dropped, never settled, and time out.
+const ACK_PER_MILLE: u32 = 850;
+const NACK_PER_MILLE: u32 = 100;
+/// Handouts waiting for a settle past which a poll step settles instead:
+/// a caller acks what it got before it polls again.
+const HANDOUTS_BACKLOG_MAX: usize = 64;
+/// Most handouts waiting for a settle, and most upstream bulk transfers
+/// the generator drives at once; past these, the oldest are forgotten
+/// (their deliveries time out, their transfers stay where they are).
+const HANDOUTS_QUEUED_MAX: usize = 1 << 16;
+const TRANSFERS_QUEUED_MAX: usize = 1 << 14;
+const _: () = assert!(HANDOUTS_BACKLOG_MAX < HANDOUTS_QUEUED_MAX);
+/// Queued transfers one transfer step looks at for one it can take.
+const TRANSFERS_LOOKED_AT_MAX: usize = 4;
+/// A denied transfer is requested again after this much log time.
+const TRANSFER_RETRY_MS: RangeInclusive<u64> = 1000..=10_000;
+/// Candidates a proxy poll tries for one with something ready.
+const POLL_CANDIDATES_MAX: usize = 4;
 
 /// How big the farm is.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +166,9 @@ pub struct Shape {
     /// Customers (the first ones) that open a client session in the setup
     /// and use it for some appends.
     pub sessions: usize,
+    /// Fleets, spool settings and the back-channel part of the mix; without
+    /// it, the mix is the upstream part alone, renormalized.
+    pub back_channel: bool,
 }
 
 impl Shape {
@@ -94,44 +180,73 @@ impl Shape {
             instances_per_module: 8,
             streams_per_customer: 16,
             sessions: 16,
+            back_channel: true,
         }
     }
 }
 
-/// The steady-state mix, in parts per thousand.
+/// The steady-state mix, in parts per thousand: the upstream steps, then
+/// from [`Mix::BACK_CHANNEL_FROM`] on the back-channel ones.
 struct Mix;
 
 impl Mix {
-    const TABLE: [(Step, u32); 15] = [
-        (Step::Heartbeat, 330),
-        (Step::Data, 200),
-        (Step::Alarm, 120),
-        (Step::Event, 30),
+    const TABLE: [(Step, u32); 26] = [
+        (Step::Heartbeat, 270),
+        (Step::Data, 160),
+        (Step::Alarm, 100),
+        (Step::Event, 25),
         (Step::Response, 10),
         (Step::BulkRequest, 5),
         (Step::BulkResponse, 5),
         (Step::Resend, 10),
-        (Step::Append, 250),
-        (Step::RetryAppend, 15),
+        (Step::Append, 200),
+        (Step::RetryAppend, 12),
         (Step::Tick, 5),
-        (Step::SetEnabled, 5),
-        (Step::Churn, 5),
-        (Step::GroupChange, 5),
-        (Step::MapManagementId, 5),
+        (Step::SetEnabled, 4),
+        (Step::Churn, 4),
+        (Step::GroupChange, 4),
+        (Step::MapManagementId, 4),
+        (Step::PublishSingle, 30),
+        (Step::PublishMulticast, 12),
+        (Step::PublishExpiring, 6),
+        (Step::PublishBulk, 4),
+        (Step::PollProxy, 40),
+        (Step::PollAggregation, 10),
+        (Step::Settle, 64),
+        (Step::PublishBurst, 1),
+        (Step::Redrive, 2),
+        (Step::ConfigureSpool, 1),
+        (Step::Transfer, 12),
     ];
-    const TOTAL: u32 = {
+    const BACK_CHANNEL_FROM: usize = 15;
+    const TOTAL: u32 = Self::weight_before(Self::TABLE.len());
+    /// The weight of the upstream steps: a draw below it is one of them.
+    const UPSTREAM_TOTAL: u32 = Self::weight_before(Self::BACK_CHANNEL_FROM);
+
+    const fn weight_before(end: usize) -> u32 {
         let mut total = 0;
         let mut at = 0;
-        while at < Self::TABLE.len() {
+        while at < end {
             total += Self::TABLE[at].1;
             at += 1;
         }
         total
-    };
+    }
 }
 
 const _: () = assert!(Mix::TOTAL == 1000);
+const _: () = assert!(matches!(Mix::TABLE[Mix::BACK_CHANNEL_FROM].0, Step::PublishSingle));
 const _: () = assert!(ALARM_IDS.len() <= 8);
+const _: () = assert!(FLEET_PROXIES_LARGE <= PUBLISH_DESTINATIONS_MAX);
+const _: () = assert!(LISTED_DESTINATIONS_MAX <= PUBLISH_DESTINATIONS_MAX);
+const _: () = assert!(ACK_PER_MILLE + NACK_PER_MILLE <= 1000);
+const _: () = assert!(*SMALL_SPOOL_CAPACITY.end() <= SPOOL_CAPACITY_MAX && *SMALL_SPOOL_CAPACITY.start() >= 1);
+const _: () =
+    assert!(*PROXY_VISIBILITY_MS.start() >= VISIBILITY_MS_MIN && *PROXY_VISIBILITY_MS.end() <= VISIBILITY_MS_MAX);
+const _: () = assert!(
+    *AGGREGATION_VISIBILITY_MS.start() >= VISIBILITY_MS_MIN && *AGGREGATION_VISIBILITY_MS.end() <= VISIBILITY_MS_MAX
+);
+const _: () = assert!(*TRANSFER_RETRY_MS.end() <= TRANSFER_RETRY_MS_MAX);
 
 #[derive(Debug, Clone, Copy)]
 enum Step {
@@ -150,6 +265,17 @@ enum Step {
     Churn,
     GroupChange,
     MapManagementId,
+    PublishSingle,
+    PublishMulticast,
+    PublishExpiring,
+    PublishBulk,
+    PublishBurst,
+    PollProxy,
+    PollAggregation,
+    Settle,
+    Redrive,
+    ConfigureSpool,
+    Transfer,
 }
 
 struct Customer {
@@ -161,6 +287,13 @@ struct Customer {
     /// Modules that send traffic (not silent).
     active_modules: Vec<usize>,
     streams: Vec<Stream>,
+    /// Every proxy's id, the traffic proxies first: the members of
+    /// [`FLEET_GROUP`].
+    fleet: Vec<String>,
+    /// The hosted aggregation MLM its proxies hang below.
+    aggregation: String,
+    /// It configures a capacity in [`SMALL_SPOOL_CAPACITY`].
+    small_spool: bool,
 }
 
 struct Proxy {
@@ -191,12 +324,36 @@ struct Stream {
     version: Option<u64>,
 }
 
-/// The seeded command generator; an endless iterator.
+/// A poll's handout of one message, waiting for the caller to settle it.
+struct Handed {
+    customer: usize,
+    /// The caller, as the customer's namespace names it.
+    caller: ComponentRef,
+    message: u64,
+    destinations: Vec<ComponentRef>,
+}
+
+/// An upstream bulk transfer the generator drives through its phases.
+struct Transfer {
+    customer: usize,
+    request: String,
+    /// The source of the bulk request, in the customer's namespace: it
+    /// marks the data transferred.
+    requester: ComponentRef,
+    /// The hops the request passed (a proxy, the aggregation MLM): any may
+    /// deny it.
+    hops: Vec<ComponentRef>,
+}
+
+/// The seeded command generator: [`Workload::next_encoded`] gives the next
+/// command, endlessly.
 pub struct Workload {
     rng: SmallRng,
     clock_ms: u64,
     customers: Vec<Customer>,
-    setup: VecDeque<Command>,
+    /// Commands to send before drawing from the mix again: the setup,
+    /// then what is left of a burst.
+    queued: VecDeque<Command>,
     /// Next sequence number of the session of each of the first
     /// `shape.sessions` customers. A session belongs to the tenant and
     /// principal that opened it; customer n opens the (n+1)-th session, so
@@ -208,6 +365,16 @@ pub struct Workload {
     last_keyed_append: Option<Command>,
     /// Customers with a deregistered support instance, for churn.
     deregistered: Vec<(usize, usize)>,
+    next_back_message: u64,
+    /// Handouts not settled yet, oldest first.
+    handed: VecDeque<Handed>,
+    /// Upstream bulk transfers not transferred yet, in turn.
+    transfers: VecDeque<Transfer>,
+    /// Every command so far, applied one to a record.
+    model: State,
+    model_index: u64,
+    report: MixReport,
+    back_channel: bool,
 }
 
 impl Workload {
@@ -221,13 +388,20 @@ impl Workload {
             rng: SmallRng::seed_from_u64(seed),
             clock_ms: EPOCH_MS,
             customers: Vec::with_capacity(shape.customers),
-            setup: VecDeque::new(),
+            queued: VecDeque::new(),
             sequences: vec![1; shape.sessions.min(shape.customers)],
             next_message: 0,
             next_key: 0,
             last_message: None,
             last_keyed_append: None,
             deregistered: Vec::new(),
+            next_back_message: 0,
+            handed: VecDeque::new(),
+            transfers: VecDeque::new(),
+            model: State::new(),
+            model_index: 0,
+            report: MixReport::default(),
+            back_channel: shape.back_channel,
         };
         workload.queue_landlord();
         for number in 0..shape.customers {
@@ -236,9 +410,47 @@ impl Workload {
         workload
     }
 
-    /// Commands the setup takes before the steady state begins.
+    /// Commands the setup takes before the steady state begins (asked
+    /// before the first command is taken).
     pub fn setup_len(&self) -> usize {
-        self.setup.len()
+        self.queued.len()
+    }
+
+    /// What the commands so far did, by family, as the model applied them.
+    pub fn report(&self) -> &MixReport {
+        &self.report
+    }
+
+    /// The next command, encoded, once the model has applied it; or the
+    /// command and why it does not encode (the model is then unchanged).
+    pub fn next_encoded(&mut self) -> Result<EncodedCommand, Box<(Command, CommandError)>> {
+        self.clock_ms += self.rng.gen_range(0..=2);
+        let command = match self.queued.pop_front() {
+            Some(mut command) => {
+                command.proposed_at_ms = self.clock_ms;
+                command
+            }
+            None => self.step(),
+        };
+        let encoded = match encode(&command) {
+            Ok(encoded) => encoded,
+            Err(error) => return Err(Box::new((command, error))),
+        };
+        let began = Instant::now();
+        let mut batch = BatchBuilder::new();
+        batch
+            .push(encoded.clone())
+            .expect("one encoded command fits an empty batch");
+        self.model_index += 1;
+        let payload = aligned_copy(&batch.finish());
+        let mut outcomes = self
+            .model
+            .apply(self.model_index, COMMAND_BATCH, &payload)
+            .expect("a batch of one encoded command applies");
+        self.report.model_apply += began.elapsed();
+        let outcome = outcomes.pop().expect("one outcome per command");
+        self.observe(&command, &outcome);
+        Ok(encoded)
     }
 
     fn landlord(&self, body: CommandBody) -> Command {
@@ -256,27 +468,40 @@ impl Workload {
                 ApplicationsMlm,
                 vec![testing::own(APPLICATION_SERVER)],
             ),
-            testing::component(AGGREGATION_MLM, AggregationMlm, vec![testing::own(APPLICATIONS_MLM)]),
             testing::define_group("mlms", GroupKind::Mlm),
             testing::group_member("mlms", testing::own(APPLICATIONS_MLM), true),
-            testing::group_member("mlms", testing::own(AGGREGATION_MLM), true),
         ];
+        let aggregation = (0..AGGREGATION_MLMS).flat_map(|number| {
+            let id = aggregation_mlm(number);
+            [
+                testing::component(&id, AggregationMlm, vec![testing::own(APPLICATIONS_MLM)]),
+                testing::group_member("mlms", testing::own(&id), true),
+            ]
+        });
+        let bodies: Vec<CommandBody> = bodies.into_iter().chain(aggregation).collect();
         for body in bodies {
             let command = self.landlord(body);
-            self.setup.push_back(command);
+            self.queued.push_back(command);
         }
     }
 
     fn queue_customer(&mut self, shape: &Shape, number: usize) {
-        let customer = build_customer(shape, number);
+        let fleet = if number % LARGE_FLEET_EVERY == LARGE_FLEET_EVERY / 2 {
+            FLEET_PROXIES_LARGE
+        } else if number % MEDIUM_FLEET_EVERY == 2 {
+            self.rng.gen_range(FLEET_PROXIES_MEDIUM)
+        } else {
+            self.rng.gen_range(FLEET_PROXIES_SMALL)
+        };
+        let customer = build_customer(shape, number, fleet);
         let register = self.landlord(testing::customer(&customer.name));
-        self.setup.push_back(register);
+        self.queued.push_back(register);
         let mut bodies = vec![
             testing::define_group(PROXY_GROUP, GroupKind::Proxy),
             testing::define_group(SECURITY_GROUP, GroupKind::Security),
         ];
         for proxy in &customer.proxies {
-            let parent = testing::hosted(AGGREGATION_MLM);
+            let parent = testing::hosted(&customer.aggregation);
             bodies.push(testing::component(&proxy.id, ComponentKind::Proxy, vec![parent]));
             bodies.push(testing::group_member(PROXY_GROUP, testing::own(&proxy.id), true));
             bodies.push(testing::group_member(SECURITY_GROUP, testing::own(&proxy.id), true));
@@ -298,12 +523,26 @@ impl Workload {
             let management_id = format!("mgmt-{}", first.id);
             bodies.push(testing::map_management_id(proxy, &management_id, Some(&first.id)));
         }
+        if shape.back_channel {
+            bodies.push(testing::define_group(FLEET_GROUP, GroupKind::Proxy));
+        }
+        for (at, proxy) in customer.fleet.iter().enumerate().filter(|_| shape.back_channel) {
+            if at >= customer.proxies.len() {
+                let parent = testing::hosted(&customer.aggregation);
+                bodies.push(testing::component(proxy, ComponentKind::Proxy, vec![parent]));
+            }
+            bodies.push(testing::group_member(FLEET_GROUP, testing::own(proxy), true));
+        }
+        if customer.small_spool && shape.back_channel {
+            let capacity = self.rng.gen_range(SMALL_SPOOL_CAPACITY);
+            bodies.push(CommandBody::ConfigureSpool(ConfigureSpool { capacity }));
+        }
         if number < shape.sessions {
             bodies.push(CommandBody::OpenSession);
         }
         for body in bodies {
             let command = self.customer_command(&customer, body);
-            self.setup.push_back(command);
+            self.queued.push_back(command);
         }
         self.customers.push(customer);
     }
@@ -321,7 +560,11 @@ impl Workload {
     }
 
     fn step(&mut self) -> Command {
-        let mut draw = self.rng.gen_range(0..Mix::TOTAL);
+        let total = match self.back_channel {
+            true => Mix::TOTAL,
+            false => Mix::UPSTREAM_TOTAL,
+        };
+        let mut draw = self.rng.gen_range(0..total);
         let step = Mix::TABLE
             .iter()
             .find(|(_, weight)| {
@@ -347,6 +590,17 @@ impl Workload {
             Step::Churn => self.churn(at),
             Step::GroupChange => self.group_change(at),
             Step::MapManagementId => self.map_management_id(at),
+            Step::PublishSingle => self.publish_single(at),
+            Step::PublishMulticast => self.publish_multicast(at),
+            Step::PublishExpiring => self.publish_expiring(at),
+            Step::PublishBulk => self.publish_bulk(at),
+            Step::PublishBurst => self.publish_burst(),
+            Step::PollProxy => self.poll_proxy(at),
+            Step::PollAggregation => self.poll_aggregation(),
+            Step::Settle => self.settle(at),
+            Step::Redrive => self.redrive(at),
+            Step::ConfigureSpool => self.configure_spool(at),
+            Step::Transfer => self.transfer_step(at),
         }
     }
 
@@ -396,7 +650,7 @@ impl Workload {
             expiry_ms: expires.then_some(now_ms + 24 * 3600 * 1000),
             persistence,
         };
-        message.routing = route(source, proxy, from_proxy, now_ms);
+        message.routing = route(source, proxy, from_proxy, &customer.aggregation, now_ms);
         let command = self.customer_command(customer, CommandBody::Upstream(message));
         self.last_message = Some(command.clone());
         command
@@ -701,24 +955,625 @@ impl Workload {
     }
 }
 
-impl Iterator for Workload {
-    type Item = Command;
+// ------------------------------------------------------ back-channel
 
-    fn next(&mut self) -> Option<Command> {
-        self.clock_ms += self.rng.gen_range(0..=2);
-        let command = match self.setup.pop_front() {
-            Some(mut command) => {
-                command.proposed_at_ms = self.clock_ms;
-                command
+impl Workload {
+    fn next_back_message_id(&mut self) -> String {
+        self.next_back_message += 1;
+        format!("b{:x}", self.next_back_message)
+    }
+
+    /// A random proxy of the customer's fleet.
+    fn fleet_proxy(&mut self, at: usize) -> ComponentRef {
+        let fleet = &self.customers[at].fleet;
+        testing::own(&fleet[self.rng.gen_range(0..fleet.len())])
+    }
+
+    /// A registered support instance (half the time) or a fleet proxy.
+    fn back_destination(&mut self, at: usize) -> ComponentRef {
+        if self.rng.gen_bool(0.5) {
+            let module = self.rng.gen_range(0..self.customers[at].modules.len());
+            if let Some(instance) = self.instance_below(at, module) {
+                return testing::own(&self.customers[at].instances[instance].id);
             }
-            None => self.step(),
+        }
+        self.fleet_proxy(at)
+    }
+
+    /// A back-channel message from the applications MLM (or, one in five,
+    /// the application server) with a small JSON body; one in five allows
+    /// only 2–3 delivery attempts.
+    fn back_message(&mut self, destinations: Vec<ComponentRef>, groups: Vec<String>) -> Publish {
+        let message_id = self.next_back_message_id();
+        let now_ms = self.clock_ms;
+        let source = match self.rng.gen_ratio(1, 5) {
+            true => testing::hosted(APPLICATION_SERVER),
+            false => testing::hosted(APPLICATIONS_MLM),
         };
-        Some(command)
+        let (class, subclass) = BACK_CLASSES[self.rng.gen_range(0..BACK_CLASSES.len())];
+        let pad = "x".repeat(self.rng.gen_range(0..=BACK_BODY_PAD_BYTES_MAX));
+        let value = self.rng.gen_range(0..1_000_000);
+        let body = format!(r#"{{"message":"{message_id}","setting":"{subclass}","value":{value},"note":"{pad}"}}"#);
+        let max_attempts = match self.rng.gen_ratio(1, 5) {
+            true => self.rng.gen_range(2..=3),
+            false => 0,
+        };
+        Publish {
+            header: BackHeader {
+                message_id,
+                source: source.clone(),
+                class: class.to_owned(),
+                subclass: subclass.to_owned(),
+                created_at_ms: now_ms,
+            },
+            qos: Qos {
+                precedence: self.rng.gen_range(0..4),
+                expiry_ms: None,
+                persistence: self.rng.gen_bool(0.25),
+            },
+            routing: vec![RouteHop {
+                component: source,
+                at_ms: now_ms,
+            }],
+            payload: Payload::Inline {
+                mime_type: "application/json".to_owned(),
+                body: body.into_bytes(),
+            },
+            destinations,
+            groups,
+            max_attempts,
+        }
+    }
+
+    fn publish_command(&self, at: usize, publish: Publish) -> Command {
+        self.customer_command(&self.customers[at], CommandBody::Publish(publish))
+    }
+
+    fn publish_single(&mut self, at: usize) -> Command {
+        let destination = self.back_destination(at);
+        let publish = self.back_message(vec![destination], Vec::new());
+        self.publish_command(at, publish)
+    }
+
+    /// To the fleet group (half the time), or to a list of 2–64 fleet
+    /// proxies, mostly short.
+    fn publish_multicast(&mut self, at: usize) -> Command {
+        if self.rng.gen_bool(0.5) {
+            let publish = self.back_message(Vec::new(), vec![FLEET_GROUP.to_owned()]);
+            return self.publish_command(at, publish);
+        }
+        let fleet = self.customers[at].fleet.len();
+        let wanted = match self.rng.gen_range(0..10) {
+            0..6 => self.rng.gen_range(2..=4),
+            6..9 => self.rng.gen_range(5..=16),
+            _ => self.rng.gen_range(17..=LISTED_DESTINATIONS_MAX),
+        };
+        let chosen = rand::seq::index::sample(&mut self.rng, fleet, wanted.min(fleet));
+        let fleet = &self.customers[at].fleet;
+        let destinations = chosen.iter().map(|proxy| testing::own(&fleet[proxy])).collect();
+        let publish = self.back_message(destinations, Vec::new());
+        self.publish_command(at, publish)
+    }
+
+    /// To 1–3 destinations, expiring 1–20 s of log time from now.
+    fn publish_expiring(&mut self, at: usize) -> Command {
+        let count = self.rng.gen_range(1..=3);
+        let destinations = (0..count).map(|_| self.back_destination(at)).collect();
+        let mut publish = self.back_message(destinations, Vec::new());
+        publish.qos.expiry_ms = Some(self.clock_ms + self.rng.gen_range(EXPIRY_SOON_MS));
+        self.publish_command(at, publish)
+    }
+
+    /// Bulk data for 1–8 fleet proxies to fetch; half of them expire soon.
+    fn publish_bulk(&mut self, at: usize) -> Command {
+        let count = self.rng.gen_range(1..=8);
+        let destinations = (0..count).map(|_| self.fleet_proxy(at)).collect();
+        let mut publish = self.back_message(destinations, Vec::new());
+        publish.payload = Payload::Bulk {
+            url: format!("https://apps.example/bulk/{}", publish.header.message_id),
+            size: self.rng.gen_range(1 << 20..1 << 30),
+        };
+        if self.rng.gen_bool(0.5) {
+            publish.qos.expiry_ms = Some(self.clock_ms + self.rng.gen_range(EXPIRY_SOON_MS));
+        }
+        self.publish_command(at, publish)
+    }
+
+    /// A burst of publishes to one fleet proxy of a small-spool customer:
+    /// the first now, the rest queued to follow back to back.
+    fn publish_burst(&mut self) -> Command {
+        let small = self.customers.len().div_ceil(SMALL_SPOOL_EVERY);
+        let at = (self.rng.gen_range(0..small) * SMALL_SPOOL_EVERY + 1).min(self.customers.len() - 1);
+        let destination = self.fleet_proxy(at);
+        let count = self.rng.gen_range(BURST_PUBLISHES);
+        let mut burst = (0..count).map(|_| {
+            let publish = self.back_message(vec![destination.clone()], Vec::new());
+            self.publish_command(at, publish)
+        });
+        let first = burst.next().expect("a burst has publishes");
+        let rest: Vec<Command> = burst.collect();
+        self.queued.extend(rest);
+        first
+    }
+
+    /// A poll by one of the customer's proxies, one with something ready
+    /// if one of the few tried has; a quarter carry a heartbeat of the
+    /// proxy, a few a bulk request of its own, and a poll that would find
+    /// nothing always carries a heartbeat (a service never proposes an
+    /// empty poll that carries nothing).
+    fn poll_proxy(&mut self, at: usize) -> Command {
+        if self.handed.len() >= HANDOUTS_BACKLOG_MAX {
+            return self.settle(at);
+        }
+        let mut caller = self.fleet_proxy(at);
+        let mut ready = false;
+        for tried in 1..=POLL_CANDIDATES_MAX {
+            let view = self.model.view(&self.customers[at].name);
+            ready = view.and_then(|view| view.has_ready(&caller)) == Some(true);
+            if ready || tried == POLL_CANDIDATES_MAX {
+                break;
+            }
+            caller = self.fleet_proxy(at);
+        }
+        let visibility_ms = match self.rng.gen_bool(0.5) {
+            true => self.rng.gen_range(PROXY_VISIBILITY_MS),
+            false => 0,
+        };
+        let draw = self.rng.gen_range(0..100);
+        let message = if (25..28).contains(&draw) {
+            let content = Content::BulkRequest(BulkRequest {
+                size: self.rng.gen_range(1 << 20..1 << 30),
+                description: "proxy log bundle".to_owned(),
+            });
+            Some(self.proxy_message(at, &caller.id, ("bulk", "request"), content))
+        } else if draw < 25 || !ready {
+            let content = Content::Heartbeat(Heartbeat {
+                components: vec![caller.id.clone()],
+            });
+            Some(self.proxy_message(at, &caller.id, (HEARTBEAT_CLASS, HEARTBEAT_SUBCLASS), content))
+        } else {
+            None
+        };
+        let poll = Poll {
+            caller,
+            max_deliveries: self.rng.gen_range(1..=32),
+            max_bytes: self.rng.gen_range(1 << 16..=1 << 20),
+            visibility_ms,
+            message,
+        };
+        self.customer_command(&self.customers[at], CommandBody::Poll(poll))
+    }
+
+    /// An upstream message from a proxy, routed through its aggregation MLM.
+    fn proxy_message(&mut self, at: usize, proxy: &str, class: (&str, &str), content: Content) -> UpstreamMessage {
+        let message_id = self.next_message_id();
+        let now_ms = self.clock_ms;
+        let customer = &self.customers[at];
+        let body = testing::message(&customer.name, &message_id, proxy, ComponentKind::Proxy, class, content);
+        let CommandBody::Upstream(mut message) = body else {
+            unreachable!("testing::message builds an upstream message")
+        };
+        message.header.created_at_ms = now_ms;
+        message.routing = route(proxy, proxy, true, &customer.aggregation, now_ms);
+        message
+    }
+
+    /// A poll by a hosted aggregation MLM with something ready, in the
+    /// landlord's namespace: it collects for every customer below it, in
+    /// turn. A proxy's poll when none of them has anything.
+    fn poll_aggregation(&mut self) -> Command {
+        if self.handed.len() >= HANDOUTS_BACKLOG_MAX {
+            let at = self.rng.gen_range(0..self.customers.len());
+            return self.settle(at);
+        }
+        let first = self.rng.gen_range(0..AGGREGATION_MLMS);
+        let ready = (0..AGGREGATION_MLMS)
+            .map(|offset| testing::own(&aggregation_mlm((first + offset) % AGGREGATION_MLMS)))
+            .find(|caller| {
+                let view = self.model.view(LANDLORD);
+                view.and_then(|view| view.has_ready(caller)) == Some(true)
+            });
+        let Some(caller) = ready else {
+            let at = self.rng.gen_range(0..self.customers.len());
+            return self.poll_proxy(at);
+        };
+        let visibility_ms = match self.rng.gen_bool(0.5) {
+            true => self.rng.gen_range(AGGREGATION_VISIBILITY_MS),
+            false => 0,
+        };
+        let poll = Poll {
+            caller,
+            max_deliveries: self.rng.gen_range(64..=256),
+            max_bytes: self.rng.gen_range(1 << 20..=4 << 20),
+            visibility_ms,
+            message: None,
+        };
+        self.landlord(CommandBody::Poll(poll))
+    }
+
+    /// Acks or nacks the oldest handout (dropping some, which then time
+    /// out); a proxy poll when nothing waits.
+    fn settle(&mut self, at: usize) -> Command {
+        while let Some(handed) = self.handed.pop_front() {
+            let draw = self.rng.gen_range(0..1000);
+            let settlement = if draw < ACK_PER_MILLE {
+                Settlement::Ack
+            } else if draw < ACK_PER_MILLE + NACK_PER_MILLE {
+                let reasons = [NackReason::Rejected, NackReason::Throttled, NackReason::ReceptionFailed];
+                Settlement::Nack(reasons[self.rng.gen_range(0..reasons.len())])
+            } else {
+                self.report.handouts_dropped += 1;
+                continue;
+            };
+            let settle = Settle {
+                caller: handed.caller,
+                message: handed.message,
+                destinations: handed.destinations,
+                settlement,
+            };
+            return self.customer_command(&self.customers[handed.customer], CommandBody::Settle(settle));
+        }
+        self.poll_proxy(at)
+    }
+
+    /// Re-drives a customer's parked deliveries (one message's, or all);
+    /// an aggregation MLM's poll when the customers tried have none.
+    fn redrive(&mut self, at: usize) -> Command {
+        for attempt in 0..POLL_CANDIDATES_MAX {
+            let customer = match attempt {
+                0 => at,
+                _ => self.rng.gen_range(0..self.customers.len()),
+            };
+            let parked = self
+                .model
+                .view(&self.customers[customer].name)
+                .and_then(|view| view.parked(1).pop());
+            let Some((message, _)) = parked else {
+                continue;
+            };
+            let redrive = Redrive {
+                message: self.rng.gen_bool(0.5).then_some(message),
+                destination: None,
+            };
+            return self.customer_command(&self.customers[customer], CommandBody::Redrive(redrive));
+        }
+        self.poll_aggregation()
+    }
+
+    fn configure_spool(&mut self, at: usize) -> Command {
+        let capacity = match self.customers[at].small_spool {
+            true => self.rng.gen_range(SMALL_SPOOL_CAPACITY),
+            false => SPOOL_CAPACITY_DEFAULT,
+        };
+        let body = CommandBody::ConfigureSpool(ConfigureSpool { capacity });
+        self.customer_command(&self.customers[at], body)
+    }
+
+    /// The next step of a queued upstream bulk transfer, from the phase
+    /// the model has it in: a requested one is granted (or, one in four,
+    /// denied by a hop on its path), a granted one transferred. A single
+    /// publish when none of the transfers looked at can move.
+    fn transfer_step(&mut self, at: usize) -> Command {
+        for _ in 0..TRANSFERS_LOOKED_AT_MAX.min(self.transfers.len()) {
+            let transfer = self.transfers.pop_front().expect("counted");
+            let customer = &self.customers[transfer.customer];
+            let phase = self
+                .model
+                .view(&customer.name)
+                .and_then(|view| view.transfer(&transfer.request))
+                .map(|info| info.phase);
+            let (hop, action) = match phase {
+                Some(TransferPhase::Requested) if self.rng.gen_ratio(1, 4) => {
+                    let hop = transfer.hops[self.rng.gen_range(0..transfer.hops.len())].clone();
+                    let deny = TransferAction::Deny {
+                        reason: "bulk transfers are paused".to_owned(),
+                        retry_after_ms: self.rng.gen_range(TRANSFER_RETRY_MS),
+                    };
+                    (hop, deny)
+                }
+                Some(TransferPhase::Requested) => {
+                    let url = format!("https://apps.example/upload/{}", transfer.request);
+                    (testing::hosted(APPLICATIONS_MLM), TransferAction::Grant { url })
+                }
+                Some(TransferPhase::Granted) => (transfer.requester.clone(), TransferAction::Transferred),
+                // Waiting for its retry time.
+                Some(TransferPhase::Denied) => {
+                    self.transfers.push_back(transfer);
+                    continue;
+                }
+                Some(TransferPhase::Transferred) | None => continue,
+            };
+            // Once transferred, the generator is done with it.
+            let last = matches!(action, TransferAction::Transferred);
+            let step = TransferStep {
+                request: transfer.request.clone(),
+                hop,
+                action,
+            };
+            let command = self.customer_command(customer, CommandBody::Transfer(step));
+            if !last {
+                self.transfers.push_back(transfer);
+            }
+            return command;
+        }
+        self.publish_single(at)
+    }
+
+    // ------------------------------------------------------ outcomes
+
+    /// Counts the command's verdict and learns what the back-channel steps
+    /// need from it: handouts to settle, transfers to drive.
+    fn observe(&mut self, command: &Command, outcome: &Outcome) {
+        let family = family_index(&command.body);
+        let count = &mut self.report.families[family];
+        count.commands += 1;
+        self.report.fired += outcome.fired.len() as u64;
+        let effect = match &outcome.verdict {
+            Verdict::Applied(effect) => effect,
+            Verdict::Rejected(rejection) => {
+                count.rejected += 1;
+                let kind = (CommandBody::FAMILIES[family], variant_name(rejection));
+                *self.report.rejections.entry(kind).or_default() += 1;
+                return;
+            }
+        };
+        count.applied += 1;
+        let back = &mut self.report.back_channel;
+        match (&command.body, effect) {
+            (
+                CommandBody::Publish(_),
+                Effect::Published {
+                    destinations, pruned, ..
+                },
+            ) => {
+                back.deliveries_published += u64::from(*destinations);
+                back.pruned += u64::from(*pruned);
+            }
+            (CommandBody::Poll(poll), Effect::Polled { handed, message, .. }) => {
+                self.observe_poll(&command.tenant, poll, handed, message.as_ref());
+            }
+            (CommandBody::Upstream(message), Effect::MessageStored { .. }) => {
+                self.observe_bulk_request(&command.tenant, message);
+            }
+            (
+                CommandBody::Settle(_),
+                Effect::Settled {
+                    acked,
+                    respooled,
+                    parked,
+                    unchanged,
+                    ..
+                },
+            ) => {
+                back.acked += u64::from(*acked);
+                back.respooled += u64::from(*respooled);
+                back.parked += u64::from(*parked);
+                back.unchanged += u64::from(*unchanged);
+            }
+            (CommandBody::Redrive(_), Effect::Redriven { count, .. }) => back.redriven += u64::from(*count),
+            (CommandBody::Transfer(step), _) => match step.action {
+                TransferAction::Grant { .. } => back.transfers_granted += 1,
+                TransferAction::Deny { .. } => back.transfers_denied += 1,
+                TransferAction::Transferred => back.transfers_transferred += 1,
+            },
+            _ => {}
+        }
+    }
+
+    /// Queues what a poll handed out, to be settled by the caller: a
+    /// hosted MLM's poll in the landlord's namespace settles in each
+    /// customer's, naming itself as hosted there.
+    fn observe_poll(&mut self, tenant: &str, poll: &Poll, handed: &[Handout], message: Option<&StoredUpstream>) {
+        let back = &mut self.report.back_channel;
+        back.polls_empty += u64::from(handed.is_empty());
+        back.handouts += handed.len() as u64;
+        let deliveries = handed.iter().map(|handout| handout.destinations.len() as u64);
+        back.deliveries_handed_out += deliveries.sum::<u64>();
+        let caller = ComponentRef {
+            hosted: tenant == LANDLORD || poll.caller.hosted,
+            id: poll.caller.id.clone(),
+        };
+        for handout in handed {
+            let Some(customer) = customer_number(&handout.tenant) else {
+                continue;
+            };
+            if self.handed.len() == HANDOUTS_QUEUED_MAX {
+                self.handed.pop_front();
+                self.report.handouts_dropped += 1;
+            }
+            self.handed.push_back(Handed {
+                customer,
+                caller: caller.clone(),
+                message: handout.message,
+                destinations: handout.destinations.clone(),
+            });
+        }
+        let stored = matches!(message, Some(StoredUpstream { duplicate: false, .. }));
+        if let (Some(message), true) = (&poll.message, stored) {
+            self.observe_bulk_request(tenant, message);
+        }
+    }
+
+    /// A stored bulk request starts a transfer the generator drives.
+    fn observe_bulk_request(&mut self, tenant: &str, message: &UpstreamMessage) {
+        if !matches!(message.content, Content::BulkRequest(_)) {
+            return;
+        }
+        let Some(customer) = customer_number(tenant) else {
+            return;
+        };
+        self.report.back_channel.transfers_requested += 1;
+        if self.transfers.len() == TRANSFERS_QUEUED_MAX {
+            self.transfers.pop_front();
+        }
+        let requester = testing::own(&message.header.source);
+        let hops = message.routing.iter().map(|hop| hop.component.clone());
+        let hops: Vec<ComponentRef> = hops.filter(|hop| *hop != requester).collect();
+        debug_assert!(!hops.is_empty(), "a message is routed through its aggregation MLM");
+        self.transfers.push_back(Transfer {
+            customer,
+            request: message.header.message_id.clone(),
+            requester,
+            hops,
+        });
     }
 }
 
-/// A customer's model: names, the tree, which modules are silent.
-fn build_customer(shape: &Shape, number: usize) -> Customer {
+/// The number of customer `customer-NNNNN`.
+fn customer_number(tenant: &str) -> Option<usize> {
+    tenant.strip_prefix("customer-")?.parse().ok()
+}
+
+/// Commands, and how many applied, of one family.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FamilyCount {
+    pub commands: u64,
+    pub applied: u64,
+    pub rejected: u64,
+}
+
+/// What the back-channel commands did, summed from their effects.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BackChannelCount {
+    /// Deliveries the publishes spooled (one per final destination).
+    pub deliveries_published: u64,
+    /// Deliveries pruned over a spool's capacity.
+    pub pruned: u64,
+    /// Polls that handed out nothing.
+    pub polls_empty: u64,
+    /// Message bodies handed out, and the deliveries they were for.
+    pub handouts: u64,
+    pub deliveries_handed_out: u64,
+    pub acked: u64,
+    pub respooled: u64,
+    pub parked: u64,
+    /// Named deliveries a settle found done already, or nacks of ones not
+    /// handed out.
+    pub unchanged: u64,
+    pub redriven: u64,
+    pub transfers_requested: u64,
+    pub transfers_granted: u64,
+    pub transfers_denied: u64,
+    pub transfers_transferred: u64,
+}
+
+/// Every verdict the model saw, by family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MixReport {
+    /// Indexed like [`CommandBody::FAMILIES`].
+    pub families: [FamilyCount; CommandBody::FAMILIES.len()],
+    /// (family, rejection) → count.
+    pub rejections: BTreeMap<(&'static str, String), u64>,
+    /// Time-driven transitions the model's commands set off.
+    pub fired: u64,
+    pub back_channel: BackChannelCount,
+    /// Handouts never settled: left to time out.
+    pub handouts_dropped: u64,
+    /// The time the model took to apply the commands (part of generating).
+    pub model_apply: Duration,
+}
+
+impl Default for MixReport {
+    fn default() -> Self {
+        Self {
+            families: [FamilyCount::default(); CommandBody::FAMILIES.len()],
+            rejections: BTreeMap::new(),
+            fired: 0,
+            back_channel: BackChannelCount::default(),
+            handouts_dropped: 0,
+            model_apply: Duration::ZERO,
+        }
+    }
+}
+
+impl MixReport {
+    pub fn total(&self) -> FamilyCount {
+        self.families
+            .iter()
+            .fold(FamilyCount::default(), |sum, count| FamilyCount {
+                commands: sum.commands + count.commands,
+                applied: sum.applied + count.applied,
+                rejected: sum.rejected + count.rejected,
+            })
+    }
+
+    /// The families that occurred, in catalog order, with their counts.
+    pub fn present(&self) -> impl Iterator<Item = (&'static str, &FamilyCount)> {
+        let families = CommandBody::FAMILIES.iter().copied().zip(&self.families);
+        families.filter(|(_, count)| count.commands > 0)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let families: serde_json::Map<String, Value> = self
+            .present()
+            .map(|(family, count)| {
+                let value = json!({ "commands": count.commands, "applied": count.applied, "rejected": count.rejected });
+                (family.to_owned(), value)
+            })
+            .collect();
+        let rejections: Vec<Value> = self
+            .rejections
+            .iter()
+            .map(|((family, kind), count)| json!({ "family": family, "rejection": kind, "count": count }))
+            .collect();
+        let total = self.total();
+        let back = &self.back_channel;
+        json!({
+            "families": families,
+            "rejections": rejections,
+            "rejection_rate": total.rejected as f64 / total.commands.max(1) as f64,
+            "fired_transitions": self.fired,
+            "back_channel": {
+                "deliveries_published": back.deliveries_published,
+                "pruned": back.pruned,
+                "polls_empty": back.polls_empty,
+                "handouts": back.handouts,
+                "deliveries_handed_out": back.deliveries_handed_out,
+                "handouts_dropped": self.handouts_dropped,
+                "acked": back.acked,
+                "respooled": back.respooled,
+                "parked": back.parked,
+                "unchanged": back.unchanged,
+                "redriven": back.redriven,
+                "transfers_requested": back.transfers_requested,
+                "transfers_granted": back.transfers_granted,
+                "transfers_denied": back.transfers_denied,
+                "transfers_transferred": back.transfers_transferred,
+            },
+            "model_apply_seconds": self.model_apply.as_secs_f64(),
+        })
+    }
+}
+
+/// The index in [`CommandBody::FAMILIES`] of a body's family.
+/// Exhaustive, so that a new family must be placed.
+fn family_index(body: &CommandBody) -> usize {
+    match body {
+        CommandBody::Tick => 0,
+        CommandBody::OpenSession => 1,
+        CommandBody::RegisterCustomer(_) => 2,
+        CommandBody::RegisterComponent(_) => 3,
+        CommandBody::SetEnabled(_) => 4,
+        CommandBody::Deregister(_) => 5,
+        CommandBody::MapManagementId(_) => 6,
+        CommandBody::DefineGroup(_) => 7,
+        CommandBody::ChangeGroupMember(_) => 8,
+        CommandBody::Upstream(_) => 9,
+        CommandBody::StreamAppend(_) => 10,
+        CommandBody::Publish(_) => 11,
+        CommandBody::Poll(_) => 12,
+        CommandBody::Settle(_) => 13,
+        CommandBody::Redrive(_) => 14,
+        CommandBody::ConfigureSpool(_) => 15,
+        CommandBody::Transfer(_) => 16,
+        CommandBody::SetThrottle(_) => 17,
+        CommandBody::ReportUsage(_) => 18,
+    }
+}
+
+/// A customer's model: names, the tree, which modules are silent, its
+/// fleet of `fleet` proxies (at least its traffic proxies).
+fn build_customer(shape: &Shape, number: usize, fleet: usize) -> Customer {
     let name = format!("customer-{number:05}");
     let principal = format!("agent@{name}");
     let proxies: Vec<Proxy> = (0..shape.proxies_per_customer)
@@ -768,6 +1623,12 @@ fn build_customer(shape: &Shape, number: usize) -> Customer {
             version: None,
         })
         .collect();
+    let fleet = (0..fleet.max(proxies.len()))
+        .map(|at| match proxies.get(at) {
+            Some(proxy) => proxy.id.clone(),
+            None => format!("fleet-{at}"),
+        })
+        .collect();
     Customer {
         name,
         principal,
@@ -776,7 +1637,15 @@ fn build_customer(shape: &Shape, number: usize) -> Customer {
         instances,
         active_modules,
         streams,
+        fleet,
+        aggregation: aggregation_mlm(number % AGGREGATION_MLMS),
+        small_spool: number % SMALL_SPOOL_EVERY == 1,
     }
+}
+
+/// The id of hosted aggregation MLM `number`.
+fn aggregation_mlm(number: usize) -> String {
+    format!("agg-mlm-{number}")
 }
 
 fn register_instance(customer: &Customer, instance: &Instance) -> CommandBody {
@@ -790,7 +1659,7 @@ fn register_instance(customer: &Customer, instance: &Instance) -> CommandBody {
 
 /// The hops a message took: its source, the proxy (when the source is a
 /// module), then the hosted aggregation MLM.
-fn route(source: &str, proxy: &str, from_proxy: bool, now_ms: u64) -> Vec<RouteHop> {
+fn route(source: &str, proxy: &str, from_proxy: bool, aggregation: &str, now_ms: u64) -> Vec<RouteHop> {
     let mut hops = vec![RouteHop {
         component: testing::own(source),
         at_ms: now_ms,
@@ -802,7 +1671,7 @@ fn route(source: &str, proxy: &str, from_proxy: bool, now_ms: u64) -> Vec<RouteH
         });
     }
     hops.push(RouteHop {
-        component: testing::hosted(AGGREGATION_MLM),
+        component: testing::hosted(aggregation),
         at_ms: now_ms,
     });
     hops

@@ -104,11 +104,28 @@ pub enum CommandBody {
     ChangeGroupMember(ChangeGroupMember),
     Upstream(UpstreamMessage),
     StreamAppend(StreamAppend),
+    /// A back-channel message to components and at most one group.
+    Publish(Publish),
+    /// Hands out back-channel deliveries to a caller, optionally with an
+    /// upstream message in the same command.
+    Poll(Poll),
+    /// Acks or nacks deliveries of one back-channel message.
+    Settle(Settle),
+    /// Puts parked deliveries back in their spools.
+    Redrive(Redrive),
+    /// A tenant's spool settings.
+    ConfigureSpool(ConfigureSpool),
+    /// A step of an upstream bulk transfer's authorization.
+    Transfer(TransferStep),
+    /// Replaces a customer MLM farm's throttle rules.
+    SetThrottle(SetThrottle),
+    /// Usage increments reported by a farm member.
+    ReportUsage(ReportUsage),
 }
 
 impl CommandBody {
     /// The name of every family, in declaration order.
-    pub const FAMILIES: [&'static str; 11] = [
+    pub const FAMILIES: [&'static str; 19] = [
         "Tick",
         "OpenSession",
         "RegisterCustomer",
@@ -120,6 +137,14 @@ impl CommandBody {
         "ChangeGroupMember",
         "Upstream",
         "StreamAppend",
+        "Publish",
+        "Poll",
+        "Settle",
+        "Redrive",
+        "ConfigureSpool",
+        "Transfer",
+        "SetThrottle",
+        "ReportUsage",
     ];
 }
 
@@ -138,6 +163,14 @@ impl ArchivedCommandBody {
             Self::ChangeGroupMember(_) => 8,
             Self::Upstream(_) => 9,
             Self::StreamAppend(_) => 10,
+            Self::Publish(_) => 11,
+            Self::Poll(_) => 12,
+            Self::Settle(_) => 13,
+            Self::Redrive(_) => 14,
+            Self::ConfigureSpool(_) => 15,
+            Self::Transfer(_) => 16,
+            Self::SetThrottle(_) => 17,
+            Self::ReportUsage(_) => 18,
         };
         CommandBody::FAMILIES[at]
     }
@@ -502,6 +535,239 @@ pub struct StreamAppend {
     pub body: Vec<u8>,
 }
 
+// ---------------------------------------------------------- back-channel
+
+/// Most final destinations of one back-channel message, after its group is
+/// expanded.
+pub const PUBLISH_DESTINATIONS_MAX: usize = 16_384;
+/// Most groups one back-channel message may name: a backward message cannot
+/// target more than one MLM group, so the path to each final destination is
+/// unique (seed 001 L493).
+pub const PUBLISH_GROUPS_MAX: usize = 1;
+/// Most deliveries one poll hands out.
+pub const POLL_DELIVERIES_MAX: u32 = 4096;
+/// Most body bytes one poll hands out. A poll always hands out at least one
+/// body when one is ready, whatever its size (at most [`BODY_BYTES_MAX`]).
+pub const POLL_BYTES_MAX: u64 = 64 << 20;
+/// The shortest and longest visibility timeout a poll may ask for, and the
+/// one it gets when it names none (0).
+pub const VISIBILITY_MS_MIN: u64 = 1000;
+pub const VISIBILITY_MS_MAX: u64 = 12 * 3600 * 1000;
+pub const VISIBILITY_MS_DEFAULT: u64 = 60 * 1000;
+/// Most destinations one settle names.
+pub const SETTLE_DESTINATIONS_MAX: usize = 4096;
+/// Most delivery attempts a message may allow before a delivery is parked,
+/// and the number it gets when it names none (0).
+pub const DELIVERY_ATTEMPTS_MAX: u16 = 1000;
+pub const DELIVERY_ATTEMPTS_DEFAULT: u16 = 10;
+/// The largest spool capacity (live deliveries per destination) a tenant
+/// may configure, and the capacity it has until it configures one.
+pub const SPOOL_CAPACITY_MAX: u32 = 1 << 20;
+pub const SPOOL_CAPACITY_DEFAULT: u32 = 10_000;
+/// Most parked deliveries one redrive puts back.
+pub const REDRIVE_DELIVERIES_MAX: u32 = 4096;
+/// Longest retry delay a hop may ask for when it denies a bulk transfer,
+/// and the delay the request gets when it names none (0).
+pub const TRANSFER_RETRY_MS_MAX: u64 = 24 * 3600 * 1000;
+pub const TRANSFER_RETRY_MS_DEFAULT: u64 = 5 * 60 * 1000;
+/// Most rules of one farm's throttle.
+pub const THROTTLE_RULES_MAX: usize = 64;
+/// The longest window of a dynamic throttle rule.
+pub const THROTTLE_WINDOW_MS_MAX: u64 = 7 * 24 * 3600 * 1000;
+/// Most usage increments in one report.
+pub const USAGE_INCREMENTS_MAX: usize = 1024;
+/// Minutes in a day: static throttle windows are minutes of the day (UTC
+/// of log time), `0..MINUTES_PER_DAY`.
+pub const MINUTES_PER_DAY: u16 = 24 * 60;
+
+/// A back-channel message (seed 001 L483–500): from an applications MLM or
+/// an application server down to customer components. Its body is stored
+/// once, in the log; each final destination gets a small delivery state.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Publish {
+    pub header: BackHeader,
+    pub qos: Qos,
+    pub routing: Vec<RouteHop>,
+    pub payload: Payload,
+    /// Final destinations, in the command's tenant or hosted.
+    pub destinations: Vec<ComponentRef>,
+    /// MLM or proxy groups of the command's tenant, expanded into their
+    /// members at publish. At most [`PUBLISH_GROUPS_MAX`]; a list, so that a
+    /// second group gets a clear error rather than being unsayable.
+    pub groups: Vec<String>,
+    /// Attempts before a delivery is parked; 0 means
+    /// [`DELIVERY_ATTEMPTS_DEFAULT`].
+    pub max_attempts: u16,
+}
+
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct BackHeader {
+    /// Unique among the tenant's back-channel messages.
+    pub message_id: String,
+    /// The publisher: an applications MLM or an application server.
+    pub source: ComponentRef,
+    /// Software update, configuration change, …
+    pub class: String,
+    pub subclass: String,
+    pub created_at_ms: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Payload {
+    Inline {
+        mime_type: String,
+        body: Vec<u8>,
+    },
+    /// Data published out of band for the destinations to fetch (seed 001
+    /// Fig 22–23): the URL is unpublished when every destination is done.
+    Bulk {
+        url: String,
+        size: u64,
+    },
+}
+
+/// A caller collects the back-channel deliveries for itself and for every
+/// component reachable through it (seed 001 L565–573).
+///
+/// In the landlord's namespace, a hosted MLM's poll serves every customer
+/// below it, fairly; in a customer's, only that customer's deliveries.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Poll {
+    pub caller: ComponentRef,
+    /// 1..=[`POLL_DELIVERIES_MAX`].
+    pub max_deliveries: u32,
+    /// 1..=[`POLL_BYTES_MAX`].
+    pub max_bytes: u64,
+    /// How long a handed-out delivery stays with the caller before it is
+    /// delivered again; 0 means [`VISIBILITY_MS_DEFAULT`].
+    pub visibility_ms: u64,
+    /// An upstream message stored by the same command, so that the
+    /// back-channel rides on the reply to the request (seed 001 L567).
+    pub message: Option<UpstreamMessage>,
+}
+
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum NackReason {
+    Rejected,
+    Throttled,
+    ReceptionFailed,
+}
+
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Settlement {
+    /// Delivered to the final destination (or taken over by the intermediate
+    /// MLM on its behalf).
+    Ack,
+    /// Not taken: the delivery is respooled with a retry time, or parked
+    /// once it has used its attempts.
+    Nack(NackReason),
+}
+
+/// Acks or nacks one back-channel message for some of its destinations, by
+/// the destination itself or by a component on its path (the principal is
+/// recorded with the event).
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Settle {
+    pub caller: ComponentRef,
+    /// The message's position, as the poll handed it out.
+    pub message: u64,
+    pub destinations: Vec<ComponentRef>,
+    pub settlement: Settlement,
+}
+
+/// Puts the tenant's parked deliveries back in their spools with fresh
+/// attempts: all of them, one message's, or one destination's; at most
+/// [`REDRIVE_DELIVERIES_MAX`] per command.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Redrive {
+    pub message: Option<u64>,
+    pub destination: Option<ComponentRef>,
+}
+
+/// A tenant's spool capacity. It is enforced as spools grow: a spool over
+/// a lowered capacity is pruned down to it by the next publish or redrive
+/// that adds to it.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ConfigureSpool {
+    /// Live deliveries each destination may hold before the lowest ones
+    /// are pruned: 1..=[`SPOOL_CAPACITY_MAX`].
+    pub capacity: u32,
+}
+
+/// A step in the authorization of an upstream bulk transfer (seed 001
+/// Fig 20–21), requested by a proxy's bulk-request message.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct TransferStep {
+    /// The message id of the bulk request.
+    pub request: String,
+    /// The component that takes the step: a hop on the request's path, or
+    /// the requesting proxy for [`TransferAction::Transferred`].
+    pub hop: ComponentRef,
+    pub action: TransferAction,
+}
+
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum TransferAction {
+    /// The applications MLM (or server) allocated a URL to POST to.
+    Grant { url: String },
+    /// Any hop refuses; the request is spooled for a retry after
+    /// `retry_after_ms` of log time (0: [`TRANSFER_RETRY_MS_DEFAULT`]).
+    Deny { reason: String, retry_after_ms: u64 },
+    /// The proxy sent the data.
+    Transferred,
+}
+
+/// A farm's throttle: replaces all its rules (none lifts the throttle).
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct SetThrottle {
+    /// The MLM group that is the customer MLM farm.
+    pub farm: String,
+    pub rules: Vec<ThrottleRule>,
+}
+
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum ThrottleRule {
+    /// Static: nothing is sent from minute `from` to minute `to` of the day
+    /// (log time, UTC); `from > to` wraps past midnight.
+    Quiet { from_minute: u16, to_minute: u16 },
+    /// Dynamic: at most this many bytes and messages per window of log
+    /// time, counted across the whole farm.
+    Limit {
+        window_ms: u64,
+        max_bytes: Option<u64>,
+        max_messages: Option<u64>,
+    },
+}
+
+/// Sends a farm member made since its last report.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ReportUsage {
+    pub farm: String,
+    pub member: ComponentRef,
+    pub increments: Vec<Usage>,
+}
+
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Usage {
+    pub bytes: u64,
+    pub messages: u64,
+}
+
 /// Converts the archived twin of a field-less enum back to the owned one.
 macro_rules! native_enum {
     ($($name:ident { $($variant:ident),* $(,)? })*) => {$(
@@ -531,4 +797,5 @@ native_enum! {
     Severity { Critical, Major, Minor, Warning, Info }
     AlarmState { Raised, Cleared }
     ResponseStatus { Ok, Rejected, Throttled, ReceptionFailed }
+    NackReason { Rejected, Throttled, ReceptionFailed }
 }

@@ -31,14 +31,19 @@ pub mod outcome;
 pub mod read;
 pub mod sessions;
 pub mod snapshot;
+pub mod spools;
 pub mod streams;
 pub mod table;
 pub mod testing;
+pub mod throttle;
 pub mod timers;
 pub mod topology;
+pub mod transfers;
 pub mod validate;
 pub mod view;
 
+#[cfg(test)]
+mod spool_tests;
 #[cfg(test)]
 mod tests;
 
@@ -103,6 +108,9 @@ pub struct State {
     topology: topology::Topology,
     messages: messages::Messages,
     streams: streams::Streams,
+    spools: spools::Spools,
+    transfers: transfers::Transfers,
+    throttle: throttle::Throttle,
 }
 
 impl Default for State {
@@ -149,6 +157,9 @@ impl State {
             topology: Default::default(),
             messages: Default::default(),
             streams: Default::default(),
+            spools: Default::default(),
+            transfers: Default::default(),
+            throttle: Default::default(),
         }
     }
 
@@ -194,6 +205,18 @@ impl State {
 
     pub fn streams(&self) -> &streams::Streams {
         &self.streams
+    }
+
+    pub fn spools(&self) -> &spools::Spools {
+        &self.spools
+    }
+
+    pub fn transfers(&self) -> &transfers::Transfers {
+        &self.transfers
+    }
+
+    pub fn throttle(&self) -> &throttle::Throttle {
+        &self.throttle
     }
 
     pub fn sessions(&self) -> &Sessions {
@@ -325,8 +348,53 @@ impl State {
             ArchivedCommandBody::MapManagementId(body) => self.topology.map_management_id(&mut context, body),
             ArchivedCommandBody::DefineGroup(body) => self.topology.define_group(&mut context, body),
             ArchivedCommandBody::ChangeGroupMember(body) => self.topology.change_group_member(&mut context, body),
-            ArchivedCommandBody::Upstream(message) => self.messages.store(&mut context, &mut self.topology, message),
+            ArchivedCommandBody::Upstream(message) => store_upstream(
+                &mut self.messages,
+                &mut self.topology,
+                &mut self.transfers,
+                &mut context,
+                message,
+            ),
             ArchivedCommandBody::StreamAppend(body) => self.streams.append(&mut context, body),
+            ArchivedCommandBody::Publish(body) => self.spools.publish(&mut context, &self.topology, body),
+            ArchivedCommandBody::Poll(body) => {
+                // The message's verdict decides: a rejected message hands
+                // out nothing.
+                let stored = match body.message.as_ref() {
+                    None => None,
+                    Some(message) => match store_upstream(
+                        &mut self.messages,
+                        &mut self.topology,
+                        &mut self.transfers,
+                        &mut context,
+                        message,
+                    ) {
+                        Verdict::Applied(Effect::MessageStored { position, alarm }) => Some(outcome::StoredUpstream {
+                            position,
+                            duplicate: false,
+                            alarm,
+                        }),
+                        Verdict::Applied(Effect::MessageDuplicate { position }) => Some(outcome::StoredUpstream {
+                            position,
+                            duplicate: true,
+                            alarm: None,
+                        }),
+                        Verdict::Applied(_) => unreachable!("a message is stored or found a duplicate"),
+                        Verdict::Rejected(rejection) => return Verdict::Rejected(rejection),
+                    },
+                };
+                let names = Names {
+                    tenants: &self.tenants,
+                    topology: &self.topology,
+                };
+                self.spools.poll(&mut context, &names, body, stored)
+            }
+            ArchivedCommandBody::Settle(body) => self.spools.settle(&mut context, &self.topology, body),
+            ArchivedCommandBody::Redrive(body) => self.spools.redrive(&mut context, &self.topology, body),
+            ArchivedCommandBody::ConfigureSpool(body) => self.spools.configure(&mut context, body),
+            ArchivedCommandBody::Transfer(body) => self.transfers.step(&mut context, &self.topology, body),
+            ArchivedCommandBody::SetThrottle(body) => self.throttle.set(&mut context, &self.topology, body),
+            ArchivedCommandBody::ReportUsage(body) => self.throttle.report(&mut context, &self.topology, body),
         }
     }
 
@@ -349,7 +417,7 @@ impl State {
         let mut fired = Vec::new();
         let now_ms = self.log_time_ms;
         for _ in 0..TIMERS_FIRED_PER_COMMAND_MAX {
-            let Some((_due_ms, timer)) = self.timers.pop_due(now_ms) else {
+            let Some((due_ms, timer)) = self.timers.pop_due(now_ms) else {
                 break;
             };
             match timer {
@@ -364,6 +432,34 @@ impl State {
                     IdleCheck::Expired => fired.push(Fired::SessionExpired { client_id }),
                 },
                 Timer::Idempotency { tenant, key } => self.streams.expire_key(tenant, key, now_ms),
+                Timer::Delivery { delivery, attempt } => {
+                    let names = Names {
+                        tenants: &self.tenants,
+                        topology: &self.topology,
+                    };
+                    let transition = self.spools.delivery_due(delivery, attempt, due_ms);
+                    fired.extend(transition.map(|transition| transition.into_fired(&names, &self.spools)));
+                }
+                Timer::Expiry { message } => {
+                    let names = Names {
+                        tenants: &self.tenants,
+                        topology: &self.topology,
+                    };
+                    fired.extend(
+                        self.spools
+                            .expire(message, now_ms, &mut self.timers)
+                            .into_iter()
+                            .map(|transition| transition.into_fired(&names, &self.spools)),
+                    );
+                }
+                Timer::TransferRetry { tenant, request } => {
+                    if let Some(retried) = self.transfers.retry_due(tenant, &request, now_ms) {
+                        fired.push(Fired::TransferRetry {
+                            tenant: self.tenants.key(tenant).to_string(),
+                            request: retried.to_string(),
+                        });
+                    }
+                }
             }
         }
         fired
@@ -375,7 +471,41 @@ impl State {
         self.topology.rebuild();
         self.messages.rebuild();
         self.streams.rebuild();
+        self.spools.rebuild();
+        self.transfers.rebuild();
+        self.throttle.rebuild();
     }
+}
+
+/// What turns slots back into names, for outcomes and queries.
+pub struct Names<'a> {
+    pub tenants: &'a Table<Name, Tenant>,
+    pub topology: &'a topology::Topology,
+}
+
+impl Names<'_> {
+    pub fn tenant(&self, slot: Slot) -> &str {
+        self.tenants.key(slot)
+    }
+
+    pub fn component(&self, slot: Slot) -> &str {
+        self.topology.component(slot).id.as_str()
+    }
+}
+
+/// Stores an upstream message; a bulk request among them starts a transfer.
+fn store_upstream(
+    messages: &mut messages::Messages,
+    topology: &mut topology::Topology,
+    transfers: &mut transfers::Transfers,
+    context: &mut Context<'_>,
+    message: &command::ArchivedUpstreamMessage,
+) -> Verdict {
+    let verdict = messages.store(context, topology, message);
+    if let Verdict::Applied(Effect::MessageStored { position, .. }) = verdict {
+        transfers.observe(context, topology, message, position);
+    }
+    verdict
 }
 
 /// The element of a per-slot vector, grown on demand.

@@ -8,7 +8,7 @@ use std::fmt;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::command::ComponentKind;
+use super::command::{ComponentKind, ComponentRef};
 
 /// The outcome of one command.
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
@@ -73,17 +73,80 @@ pub enum Effect {
         position: u64,
         version: u64,
     },
+    /// A back-channel message was spooled for `destinations` final
+    /// destinations; `pruned` deliveries (its own or older ones) fell over
+    /// their spool's capacity, and their publishers got a "rejected"
+    /// response.
+    Published {
+        position: u64,
+        destinations: u32,
+        pruned: u32,
+    },
+    /// What a poll handed out, each body once with the destinations it is
+    /// for; and what became of the upstream message it carried. `position`
+    /// is None when the poll changed nothing (it handed out nothing and its
+    /// message, if any, was a duplicate).
+    Polled {
+        position: Option<u64>,
+        handed: Vec<Handout>,
+        message: Option<StoredUpstream>,
+    },
+    /// What a settle did to the deliveries it named. `unchanged` counts
+    /// deliveries already acked (by the other of two redundant paths, say),
+    /// expired, pruned or parked, and nacks of deliveries not handed out.
+    /// `unpublished` is true when this settle finished the last delivery of
+    /// a bulk message: its URL may be unpublished.
+    Settled {
+        position: u64,
+        acked: u32,
+        respooled: u32,
+        parked: u32,
+        unchanged: u32,
+        unpublished: bool,
+    },
+    /// Parked deliveries put back in their spools; `more` when others match
+    /// and need another redrive.
+    Redriven {
+        position: u64,
+        count: u32,
+        more: bool,
+    },
+}
+
+/// One back-channel body a poll handed out, and the final destinations
+/// (reachable through the caller) it is for. The body is read from the log
+/// at `message`, the publish's position.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Handout {
+    pub message: u64,
+    pub tenant: String,
+    pub message_id: String,
+    /// References in `tenant`'s namespace.
+    pub destinations: Vec<ComponentRef>,
+}
+
+/// What a poll did with the upstream message it carried.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct StoredUpstream {
+    /// The message's position; the first copy's when `duplicate`.
+    pub position: u64,
+    pub duplicate: bool,
+    pub alarm: Option<AlarmChange>,
 }
 
 impl Effect {
     pub fn position(&self) -> Option<u64> {
         match *self {
             Effect::Ticked | Effect::SessionOpened { .. } => None,
+            Effect::Polled { position, .. } => position,
             Effect::Recorded { position }
             | Effect::MessageStored { position, .. }
             | Effect::MessageDuplicate { position }
             | Effect::StreamAppended { position, .. }
-            | Effect::StreamDuplicate { position, .. } => Some(position),
+            | Effect::StreamDuplicate { position, .. }
+            | Effect::Published { position, .. }
+            | Effect::Settled { position, .. }
+            | Effect::Redriven { position, .. } => Some(position),
         }
     }
 }
@@ -112,6 +175,10 @@ pub enum Object {
     Source,
     Message,
     Stream,
+    Destination,
+    Caller,
+    Transfer,
+    Farm,
 }
 
 impl fmt::Display for Object {
@@ -127,6 +194,10 @@ impl fmt::Display for Object {
             Object::Source => "source component",
             Object::Message => "message",
             Object::Stream => "stream",
+            Object::Destination => "destination",
+            Object::Caller => "caller",
+            Object::Transfer => "transfer",
+            Object::Farm => "farm",
         };
         formatter.write_str(name)
     }
@@ -153,7 +224,8 @@ pub enum Rejection {
     ParentNotAllowed {
         parent_kind: ComponentKind,
     },
-    /// The component is not reachable through the named one.
+    /// The component is not reachable through the named one (a proxy, or
+    /// the caller of a settle or a transfer step).
     NotReachable,
     /// The component still has components registered below it.
     HasChildren,
@@ -176,6 +248,48 @@ pub enum Rejection {
     SequenceTooOld {
         oldest_kept: u64,
     },
+    /// A destination talks by message (email), or only through components
+    /// that do: it has no back-channel (seed 001 L551).
+    NoBackChannel {
+        component: String,
+    },
+    /// The destinations, with the group expanded, number more than
+    /// [`super::command::PUBLISH_DESTINATIONS_MAX`].
+    TooManyDestinations {
+        count: u64,
+    },
+    /// A security group is not a back-channel destination: only MLM and
+    /// proxy groups are.
+    GroupNotDestination,
+    /// The transfer is not in a phase that allows this step.
+    TransferPhase {
+        phase: TransferPhase,
+    },
+}
+
+/// Where an upstream bulk transfer stands.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum TransferPhase {
+    /// Waiting for a grant or a denial.
+    Requested,
+    /// Denied; spooled for retry at a log time.
+    Denied,
+    /// Granted, with a URL to POST to.
+    Granted,
+    /// The proxy sent the data.
+    Transferred,
+}
+
+impl TransferPhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            TransferPhase::Requested => "requested",
+            TransferPhase::Denied => "denied",
+            TransferPhase::Granted => "granted",
+            TransferPhase::Transferred => "transferred",
+        }
+    }
 }
 
 impl fmt::Display for Rejection {
@@ -192,7 +306,7 @@ impl fmt::Display for Rejection {
                     parent_kind.name()
                 )
             }
-            Rejection::NotReachable => write!(formatter, "component is not reachable through the proxy"),
+            Rejection::NotReachable => write!(formatter, "component is not reachable through the named one"),
             Rejection::HasChildren => write!(formatter, "component still has components registered below it"),
             Rejection::AlreadyMember => write!(formatter, "already a member of the group"),
             Rejection::NotMember => write!(formatter, "not a member of the group"),
@@ -217,6 +331,23 @@ impl fmt::Display for Rejection {
                     "sequence number too old: the session keeps outcomes from {oldest_kept}"
                 )
             }
+            Rejection::NoBackChannel { component } => {
+                write!(
+                    formatter,
+                    "component `{component}` has no back-channel: it, or every path to it, talks by message"
+                )
+            }
+            Rejection::TooManyDestinations { count } => {
+                write!(
+                    formatter,
+                    "{count} final destinations, more than {}",
+                    super::command::PUBLISH_DESTINATIONS_MAX
+                )
+            }
+            Rejection::GroupNotDestination => {
+                write!(formatter, "a security group is not a back-channel destination")
+            }
+            Rejection::TransferPhase { phase } => write!(formatter, "the transfer is {}", phase.name()),
         }
     }
 }
@@ -224,7 +355,44 @@ impl fmt::Display for Rejection {
 /// A transition derived from log time.
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub enum Fired {
-    ComponentLate { tenant: String, component: String },
-    ComponentFailed { tenant: String, component: String },
-    SessionExpired { client_id: u64 },
+    ComponentLate {
+        tenant: String,
+        component: String,
+    },
+    ComponentFailed {
+        tenant: String,
+        component: String,
+    },
+    SessionExpired {
+        client_id: u64,
+    },
+    /// A handed-out delivery was not settled within its visibility timeout:
+    /// it is back in its spool.
+    DeliveryTimedOut {
+        tenant: String,
+        message: u64,
+        destination: String,
+    },
+    /// A delivery used its attempts and was parked.
+    DeliveryParked {
+        tenant: String,
+        message: u64,
+        destination: String,
+    },
+    /// A message's expiry passed: `count` of its deliveries expired.
+    DeliveriesExpired {
+        tenant: String,
+        message: u64,
+        count: u32,
+    },
+    /// Every delivery of a bulk message is done: its URL may be unpublished.
+    BulkUnpublished {
+        tenant: String,
+        message: u64,
+    },
+    /// A denied bulk transfer's retry time came: it is requested again.
+    TransferRetry {
+        tenant: String,
+        request: String,
+    },
 }

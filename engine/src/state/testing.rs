@@ -265,6 +265,100 @@ pub fn append(stream: &str, expected: ExpectedVersion, key: Option<&str>, body: 
     })
 }
 
+/// [`farm`] grown for the back-channel, at log time 3: a second acme
+/// proxy `proxy2` with integration module `im2`; support instance `si2`
+/// behind both integration modules (redundant proxies); a proxy `mailer`
+/// that talks by message (no back-channel); the proxy group `proxies`
+/// (`proxy`, `proxy2`) and the security group `ops`; and customer `globex`
+/// with proxy `gproxy` below `agg`.
+pub fn spool_farm() -> Vec<Command> {
+    use ComponentKind::*;
+    let mut mailer = component("mailer", Proxy, vec![hosted("agg")]);
+    if let CommandBody::RegisterComponent(register) = &mut mailer {
+        register.mode = CommunicationMode::Message;
+    }
+    let mut commands = farm();
+    commands.extend([
+        command("acme", 3, component("proxy2", Proxy, vec![hosted("agg")])),
+        command("acme", 3, component("im2", IntegrationModule, vec![own("proxy2")])),
+        command(
+            "acme",
+            3,
+            component("si2", SupportInstance, vec![own("im"), own("im2")]),
+        ),
+        command("acme", 3, mailer),
+        command("acme", 3, define_group("proxies", GroupKind::Proxy)),
+        command("acme", 3, group_member("proxies", own("proxy"), true)),
+        command("acme", 3, group_member("proxies", own("proxy2"), true)),
+        command("acme", 3, define_group("ops", GroupKind::Security)),
+        command(LANDLORD, 3, customer("globex")),
+        command("globex", 3, component("gproxy", Proxy, vec![hosted("agg")])),
+    ]);
+    commands
+}
+
+/// A back-channel message from the hosted applications MLM `apps`, with a
+/// small inline body, precedence 0, no expiry, not persistent.
+pub fn publish(message_id: &str, destinations: Vec<ComponentRef>, groups: &[&str]) -> CommandBody {
+    CommandBody::Publish(Publish {
+        header: BackHeader {
+            message_id: message_id.to_string(),
+            source: hosted("apps"),
+            class: "configuration".to_string(),
+            subclass: "change".to_string(),
+            created_at_ms: 0,
+        },
+        qos: Qos {
+            precedence: 0,
+            expiry_ms: None,
+            persistence: false,
+        },
+        routing: Vec::new(),
+        payload: Payload::Inline {
+            mime_type: "text/plain".to_string(),
+            body: format!("body of {message_id}").into_bytes(),
+        },
+        destinations,
+        groups: groups.iter().map(|group| group.to_string()).collect(),
+        max_attempts: 0,
+    })
+}
+
+/// [`publish`] with other QoS.
+pub fn publish_qos(message_id: &str, destinations: Vec<ComponentRef>, qos: Qos) -> CommandBody {
+    let mut body = publish(message_id, destinations, &[]);
+    if let CommandBody::Publish(publish) = &mut body {
+        publish.qos = qos;
+    }
+    body
+}
+
+/// A poll by `caller` for at most `max_deliveries`, 1 MiB, default
+/// visibility timeout.
+pub fn poll(caller: ComponentRef, max_deliveries: u32) -> CommandBody {
+    CommandBody::Poll(Poll {
+        caller,
+        max_deliveries,
+        max_bytes: 1 << 20,
+        visibility_ms: 0,
+        message: None,
+    })
+}
+
+pub fn settle(
+    caller: ComponentRef,
+    message: u64,
+    destinations: Vec<ComponentRef>,
+    settlement: Settlement,
+) -> CommandBody {
+    CommandBody::Settle(Settle {
+        caller,
+        message,
+        destinations,
+        settlement,
+    })
+}
+
 /// What a test expects of one command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {

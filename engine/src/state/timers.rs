@@ -28,6 +28,14 @@ pub enum Timer {
     SessionIdle { client_id: u64 },
     /// Forget an idempotency key whose window closed.
     Idempotency { tenant: Slot, key: Name },
+    /// A delivery's visibility timeout or retry time: if it is still in
+    /// the same attempt, it goes back to its spool (or is parked).
+    Delivery { delivery: u32, attempt: u16 },
+    /// A back-channel message's expiry: expire its open deliveries, a
+    /// bounded number per firing.
+    Expiry { message: u32 },
+    /// A denied bulk transfer's retry time.
+    TransferRetry { tenant: Slot, request: Name },
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]

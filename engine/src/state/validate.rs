@@ -100,7 +100,220 @@ pub fn validate(command: &ArchivedCommand) -> Checked {
         }
         ArchivedCommandBody::Upstream(message) => upstream(message, &command.tenant, landlord),
         ArchivedCommandBody::StreamAppend(body) => stream_append(body),
+        ArchivedCommandBody::Publish(body) => publish(body),
+        ArchivedCommandBody::Poll(body) => {
+            if command.session.is_some() {
+                return Err(CommandError::new(
+                    "session",
+                    "a poll is not retried through a session: what a lost reply handed out is handed out again after its visibility timeout",
+                ));
+            }
+            poll(body, &command.tenant, landlord)
+        }
+        ArchivedCommandBody::Settle(body) => settle(body),
+        ArchivedCommandBody::Redrive(body) => match body.destination.as_ref() {
+            Some(destination) => name("body.destination.id", &destination.id),
+            None => Ok(()),
+        },
+        ArchivedCommandBody::ConfigureSpool(body) => {
+            let capacity = body.capacity.to_native();
+            match (1..=SPOOL_CAPACITY_MAX).contains(&capacity) {
+                true => Ok(()),
+                false => Err(CommandError::new(
+                    "body.capacity",
+                    format!("{capacity}, not within 1..={SPOOL_CAPACITY_MAX}"),
+                )),
+            }
+        }
+        ArchivedCommandBody::Transfer(body) => transfer(body, landlord),
+        ArchivedCommandBody::SetThrottle(body) => set_throttle(body),
+        ArchivedCommandBody::ReportUsage(body) => {
+            name("body.farm", &body.farm)?;
+            name("body.member.id", &body.member.id)?;
+            count("body.increments", body.increments.len(), 1, USAGE_INCREMENTS_MAX)
+        }
     }
+}
+
+fn publish(body: &ArchivedPublish) -> Checked {
+    let header = &body.header;
+    name("body.header.message_id", &header.message_id)?;
+    name("body.header.source.id", &header.source.id)?;
+    name("body.header.class", &header.class)?;
+    name("body.header.subclass", &header.subclass)?;
+    routing(&body.routing)?;
+    match &body.payload {
+        ArchivedPayload::Inline { mime_type, body } => {
+            name("body.payload.mime_type", mime_type)?;
+            bytes("body.payload.body", body.len())?;
+        }
+        ArchivedPayload::Bulk { url, size } => {
+            self::url("body.payload.url", url)?;
+            if size.to_native() == 0 {
+                return Err(CommandError::new(
+                    "body.payload.size",
+                    "a bulk transfer has at least one byte",
+                ));
+            }
+        }
+    }
+    if body.groups.len() > PUBLISH_GROUPS_MAX {
+        return Err(CommandError::new(
+            "body.groups",
+            format!(
+                "{} groups: a back-channel message targets at most {PUBLISH_GROUPS_MAX} group, so that the path to each final destination is unique",
+                body.groups.len()
+            ),
+        ));
+    }
+    for (at, group) in body.groups.iter().enumerate() {
+        name_at(("body.groups", at, ""), group)?;
+    }
+    if body.destinations.is_empty() && body.groups.is_empty() {
+        return Err(CommandError::new(
+            "body.destinations",
+            "a back-channel message needs a destination or a group",
+        ));
+    }
+    if body.destinations.len() > PUBLISH_DESTINATIONS_MAX {
+        return Err(CommandError::new(
+            "body.destinations",
+            format!(
+                "{} destinations, more than {PUBLISH_DESTINATIONS_MAX}",
+                body.destinations.len()
+            ),
+        ));
+    }
+    for (at, destination) in body.destinations.iter().enumerate() {
+        name_at(("body.destinations", at, ".id"), &destination.id)?;
+    }
+    let attempts = body.max_attempts.to_native();
+    if attempts > DELIVERY_ATTEMPTS_MAX {
+        return Err(CommandError::new(
+            "body.max_attempts",
+            format!("{attempts}, more than {DELIVERY_ATTEMPTS_MAX} (0 means {DELIVERY_ATTEMPTS_DEFAULT})"),
+        ));
+    }
+    Ok(())
+}
+
+fn poll(body: &ArchivedPoll, tenant: &str, landlord: bool) -> Checked {
+    name("body.caller.id", &body.caller.id)?;
+    let deliveries = body.max_deliveries.to_native();
+    count(
+        "body.max_deliveries",
+        deliveries as usize,
+        1,
+        POLL_DELIVERIES_MAX as usize,
+    )?;
+    let max_bytes = body.max_bytes.to_native();
+    if !(1..=POLL_BYTES_MAX).contains(&max_bytes) {
+        return Err(CommandError::new(
+            "body.max_bytes",
+            format!("{max_bytes}, not within 1..={POLL_BYTES_MAX}"),
+        ));
+    }
+    let visibility = body.visibility_ms.to_native();
+    if visibility != 0 && !(VISIBILITY_MS_MIN..=VISIBILITY_MS_MAX).contains(&visibility) {
+        return Err(CommandError::new(
+            "body.visibility_ms",
+            format!("{visibility} ms, not within {VISIBILITY_MS_MIN}..={VISIBILITY_MS_MAX} (0 means {VISIBILITY_MS_DEFAULT})"),
+        ));
+    }
+    match body.message.as_ref() {
+        // The carried message's fields are under `body.message`.
+        Some(message) => upstream(message, tenant, landlord).map_err(|mut error| {
+            if let Some(rest) = error.field.strip_prefix("body.") {
+                error.field = format!("body.message.{rest}");
+            }
+            error
+        }),
+        None => Ok(()),
+    }
+}
+
+fn settle(body: &ArchivedSettle) -> Checked {
+    name("body.caller.id", &body.caller.id)?;
+    if body.message.to_native() == 0 {
+        return Err(CommandError::new("body.message", "positions start at 1"));
+    }
+    count("body.destinations", body.destinations.len(), 1, SETTLE_DESTINATIONS_MAX)?;
+    for (at, destination) in body.destinations.iter().enumerate() {
+        name_at(("body.destinations", at, ".id"), &destination.id)?;
+    }
+    Ok(())
+}
+
+fn transfer(body: &ArchivedTransferStep, landlord: bool) -> Checked {
+    if landlord {
+        return Err(CommandError::new(
+            "tenant",
+            "a bulk transfer belongs to the customer whose proxy requested it",
+        ));
+    }
+    name("body.request", &body.request)?;
+    name("body.hop.id", &body.hop.id)?;
+    match &body.action {
+        ArchivedTransferAction::Grant { url } => self::url("body.action.url", url),
+        ArchivedTransferAction::Deny { reason, retry_after_ms } => {
+            if reason.is_empty() {
+                return Err(CommandError::new("body.action.reason", "a denial says why"));
+            }
+            text("body.action.reason", reason)?;
+            let retry = retry_after_ms.to_native();
+            match retry <= TRANSFER_RETRY_MS_MAX {
+                true => Ok(()),
+                false => Err(CommandError::new(
+                    "body.action.retry_after_ms",
+                    format!("{retry} ms, more than {TRANSFER_RETRY_MS_MAX}"),
+                )),
+            }
+        }
+        ArchivedTransferAction::Transferred => Ok(()),
+    }
+}
+
+fn set_throttle(body: &ArchivedSetThrottle) -> Checked {
+    name("body.farm", &body.farm)?;
+    count("body.rules", body.rules.len(), 0, THROTTLE_RULES_MAX)?;
+    for (at, rule) in body.rules.iter().enumerate() {
+        let field = |suffix: &str| format!("body.rules[{at}].{suffix}");
+        match rule {
+            ArchivedThrottleRule::Quiet { from_minute, to_minute } => {
+                for (value, which) in [(from_minute, "from_minute"), (to_minute, "to_minute")] {
+                    if value.to_native() >= MINUTES_PER_DAY {
+                        return Err(CommandError::new(
+                            field(which),
+                            format!("{}, not a minute of the day (0..{MINUTES_PER_DAY})", value.to_native()),
+                        ));
+                    }
+                }
+                if from_minute == to_minute {
+                    return Err(CommandError::new(field("to_minute"), "an empty quiet window"));
+                }
+            }
+            ArchivedThrottleRule::Limit {
+                window_ms,
+                max_bytes,
+                max_messages,
+            } => {
+                let window = window_ms.to_native();
+                if !(1..=THROTTLE_WINDOW_MS_MAX).contains(&window) {
+                    return Err(CommandError::new(
+                        field("window_ms"),
+                        format!("{window} ms, not within 1..={THROTTLE_WINDOW_MS_MAX}"),
+                    ));
+                }
+                if max_bytes.is_none() && max_messages.is_none() {
+                    return Err(CommandError::new(
+                        field("max_bytes"),
+                        "a limit bounds bytes, messages or both",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn register_customer(body: &ArchivedRegisterCustomer, landlord: bool) -> Checked {
@@ -177,16 +390,21 @@ fn upstream(message: &ArchivedUpstreamMessage, tenant: &str, landlord: bool) -> 
     }
     name("body.header.class", &header.class)?;
     name("body.header.subclass", &header.subclass)?;
-    if message.routing.len() > ROUTE_HOPS_MAX {
+    routing(&message.routing)?;
+    content(&message.content, header)
+}
+
+fn routing(hops: &rkyv::vec::ArchivedVec<ArchivedRouteHop>) -> Checked {
+    if hops.len() > ROUTE_HOPS_MAX {
         return Err(CommandError::new(
             "body.routing",
-            format!("{} hops, more than {ROUTE_HOPS_MAX}", message.routing.len()),
+            format!("{} hops, more than {ROUTE_HOPS_MAX}", hops.len()),
         ));
     }
-    for (at, hop) in message.routing.iter().enumerate() {
+    for (at, hop) in hops.iter().enumerate() {
         name_at(("body.routing", at, ".component.id"), &hop.component.id)?;
     }
-    content(&message.content, header)
+    Ok(())
 }
 
 fn content(content: &ArchivedContent, header: &ArchivedMessageHeader) -> Checked {
@@ -256,12 +474,7 @@ fn bulk_response(response: &ArchivedBulkResponse) -> Checked {
     name("body.content.request_message_id", &response.request_message_id)?;
     match (response.granted, response.url.as_ref(), response.reason.as_ref()) {
         (true, Some(url), reason) => {
-            if url.is_empty() || url.len() > URL_BYTES_MAX {
-                return Err(CommandError::new(
-                    "body.content.url",
-                    format!("1..={URL_BYTES_MAX} bytes"),
-                ));
-            }
+            self::url("body.content.url", url)?;
             reason.map_or(Ok(()), |reason| text("body.content.reason", reason))
         }
         (true, None, _) => Err(CommandError::new(
@@ -365,6 +578,27 @@ fn text(field: &str, value: &str) -> Checked {
             field,
             format!("{} bytes, more than {TEXT_BYTES_MAX}", value.len()),
         )),
+    }
+}
+
+fn url(field: &str, value: &str) -> Checked {
+    if value.is_empty() || value.len() > URL_BYTES_MAX {
+        return Err(CommandError::new(
+            field,
+            format!("{} bytes, not within 1..={URL_BYTES_MAX}", value.len()),
+        ));
+    }
+    match has_control(value) {
+        true => Err(CommandError::new(field, "must not contain control characters")),
+        false => Ok(()),
+    }
+}
+
+/// A list's length (or a requested count) within `min..=max`.
+fn count(field: &str, len: usize, min: usize, max: usize) -> Checked {
+    match (min..=max).contains(&len) {
+        true => Ok(()),
+        false => Err(CommandError::new(field, format!("{len}, not within {min}..={max}"))),
     }
 }
 

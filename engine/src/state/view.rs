@@ -7,8 +7,9 @@
 //! The landlord sees the components below its hosted MLMs, whichever
 //! customer they belong to.
 
-use super::command::{CommunicationMode, ComponentKind, GroupKind};
+use super::command::{CommunicationMode, ComponentKind, ComponentRef, GroupKind, NackReason};
 use super::read::{self, EventRecord, ReadError};
+use super::spools::DeliveryState;
 use super::streams::StreamEvent;
 use super::table::Slot;
 use super::topology::Liveness;
@@ -51,6 +52,63 @@ pub struct AlarmInfo {
     pub support_instance: String,
     pub alarm_id: String,
     pub position: u64,
+}
+
+/// A back-channel message, as a query returns it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackMessageInfo {
+    pub position: u64,
+    pub message_id: String,
+    pub source: ComponentRef,
+    pub precedence: u8,
+    pub expiry_ms: Option<u64>,
+    pub persistent: bool,
+    pub bulk: bool,
+    pub published_at_ms: u64,
+    pub destinations: u32,
+    /// Deliveries not yet acked, expired or pruned.
+    pub open: u32,
+    /// Every delivery is done (a bulk message's URL is unpublished).
+    pub finished: bool,
+}
+
+/// One destination's delivery of a back-channel message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryInfo {
+    pub destination: ComponentRef,
+    pub state: DeliveryState,
+    pub attempts: u16,
+    /// Who has it (delivered) or acked it.
+    pub holder: Option<ComponentRef>,
+    /// Delivered: handed out again at; waiting: retried at.
+    pub due_ms: Option<u64>,
+    pub nacked: Option<NackReason>,
+}
+
+/// A "rejected" response to a publisher: its delivery was pruned.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PrunedInfo {
+    /// The position of the publish that pushed it out.
+    pub at: u64,
+    pub message: u64,
+    pub message_id: String,
+    pub destination: ComponentRef,
+}
+
+/// An upstream bulk transfer, as a query returns it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TransferInfo {
+    pub request: String,
+    pub requester: ComponentRef,
+    pub size: u64,
+    pub class: String,
+    pub subclass: String,
+    pub phase: super::outcome::TransferPhase,
+    pub requests: u32,
+    pub url: Option<String>,
+    pub retry_at_ms: Option<u64>,
+    /// (position, hop, reason) of the latest denials, oldest first.
+    pub denials: Vec<(u64, ComponentRef, String)>,
 }
 
 /// One tenant's window on the state.
@@ -231,5 +289,176 @@ impl<'a> TenantView<'a> {
             true => Ok(event),
             false => Err(ReadError::NoSuchPosition { position }),
         }
+    }
+
+    // ------------------------------------------------------------ spools
+
+    /// A component of this tenant, or hosted.
+    fn resolve(&self, reference: &ComponentRef) -> Option<Slot> {
+        self.state
+            .topology()
+            .resolve(self.tenant, reference.hosted, &reference.id)
+    }
+
+    fn reference(&self, slot: Slot) -> ComponentRef {
+        let component = self.state.topology().component(slot);
+        ComponentRef {
+            hosted: component.tenant != self.tenant,
+            id: component.id.to_string(),
+        }
+    }
+
+    fn back_message_info(&self, message: u32) -> BackMessageInfo {
+        let spooled = self.state.spools().message(message);
+        BackMessageInfo {
+            position: spooled.position,
+            message_id: spooled.id.to_string(),
+            source: self.reference(spooled.source),
+            precedence: spooled.precedence,
+            expiry_ms: spooled.expiry_ms,
+            persistent: spooled.persistent,
+            bulk: spooled.bulk,
+            published_at_ms: spooled.published_at_ms,
+            destinations: spooled.destinations(),
+            open: spooled.open(),
+            finished: spooled.finished,
+        }
+    }
+
+    /// The back-channel message published at `position`.
+    pub fn back_message(&self, position: u64) -> Option<BackMessageInfo> {
+        let message = self.state.spools().message_at(self.tenant, position)?;
+        Some(self.back_message_info(message))
+    }
+
+    /// The back-channel message with this id.
+    pub fn back_message_by_id(&self, id: &str) -> Option<BackMessageInfo> {
+        let message = self.state.spools().message_by_id(self.tenant, id)?;
+        Some(self.back_message_info(message))
+    }
+
+    /// The state of each destination's delivery of the message at
+    /// `position`, in destination order.
+    pub fn deliveries(&self, position: u64) -> Option<Vec<DeliveryInfo>> {
+        let spools = self.state.spools();
+        let message = spools.message_at(self.tenant, position)?;
+        let info = |delivery: &super::spools::Delivery| DeliveryInfo {
+            destination: self.reference(delivery.destination),
+            state: delivery.state,
+            attempts: delivery.attempts,
+            holder: delivery.holder.map(|holder| self.reference(holder)),
+            due_ms: matches!(delivery.state, DeliveryState::Delivered | DeliveryState::Waiting)
+                .then_some(delivery.due_ms),
+            nacked: delivery.nacked,
+        };
+        Some(spools.deliveries(message).iter().map(info).collect())
+    }
+
+    /// This tenant's live deliveries spooled for one destination.
+    pub fn spool_depth(&self, destination: &ComponentRef) -> Option<usize> {
+        let slot = self.resolve(destination)?;
+        Some(self.state.spools().depth(slot, self.tenant))
+    }
+
+    /// This tenant's live deliveries, over all destinations.
+    pub fn spool_depth_total(&self) -> u64 {
+        self.state.spools().tenant_depth(self.tenant)
+    }
+
+    /// This tenant's parked deliveries: (message position, destination),
+    /// oldest message first, at most `limit`.
+    pub fn parked(&self, limit: usize) -> Vec<(u64, ComponentRef)> {
+        let spools = self.state.spools();
+        let parked = spools.parked(self.tenant).take(limit).map(|at| {
+            let delivery = spools.delivery(at);
+            let message = spools.message(delivery.message);
+            (message.position, self.reference(delivery.destination))
+        });
+        parked.collect()
+    }
+
+    /// Whether a poll by `caller` would hand anything out: a read, so that
+    /// a poll that would find nothing is never proposed. In the landlord's
+    /// view, a hosted MLM's poll serves every customer.
+    pub fn has_ready(&self, caller: &ComponentRef) -> Option<bool> {
+        let slot = self.resolve(caller)?;
+        let only = (self.tenant != super::LANDLORD_SLOT).then_some(self.tenant);
+        Some(self.state.spools().has_ready(slot, only))
+    }
+
+    /// The "rejected" responses a publisher got for this tenant's pruned
+    /// deliveries.
+    pub fn pruned_responses(&self, publisher: &ComponentRef) -> Option<Vec<PrunedInfo>> {
+        let slot = self.resolve(publisher)?;
+        let spools = self.state.spools();
+        let responses = spools.responses(slot).iter().filter_map(|response| {
+            let message = spools.message(response.message);
+            (message.tenant == self.tenant).then(|| PrunedInfo {
+                at: response.at,
+                message: message.position,
+                message_id: message.id.to_string(),
+                destination: self.reference(response.destination),
+            })
+        });
+        Some(responses.collect())
+    }
+
+    /// This tenant's bulk messages (downstream transfers) whose deliveries
+    /// are not all done.
+    pub fn open_bulk_messages(&self) -> Vec<BackMessageInfo> {
+        let spools = self.state.spools();
+        spools
+            .open_bulk(self.tenant)
+            .map(|message| self.back_message_info(message))
+            .collect()
+    }
+
+    fn transfer_info(&self, request: &str, transfer: &super::transfers::Transfer) -> TransferInfo {
+        TransferInfo {
+            request: request.to_string(),
+            requester: self.reference(transfer.requester),
+            size: transfer.size,
+            class: transfer.class.to_string(),
+            subclass: transfer.subclass.to_string(),
+            phase: transfer.phase,
+            requests: transfer.requests,
+            url: transfer.url.clone(),
+            retry_at_ms: transfer.retry_at_ms,
+            denials: transfer
+                .denials
+                .iter()
+                .map(|denial| (denial.position, self.reference(denial.hop), denial.reason.clone()))
+                .collect(),
+        }
+    }
+
+    /// The upstream bulk transfer requested by message `request`.
+    pub fn transfer(&self, request: &str) -> Option<TransferInfo> {
+        let transfer = self.state.transfers().transfer(self.tenant, request)?;
+        Some(self.transfer_info(request, transfer))
+    }
+
+    /// This tenant's upstream bulk transfers not yet transferred, oldest
+    /// first. (Downstream transfers are [`Self::open_bulk_messages`], with
+    /// their per-destination state from [`Self::deliveries`].)
+    pub fn outstanding_transfers(&self) -> Vec<TransferInfo> {
+        let outstanding = self.state.transfers().outstanding(self.tenant).into_iter();
+        outstanding
+            .map(|(request, transfer)| self.transfer_info(request, transfer))
+            .collect()
+    }
+
+    /// May this tenant's component (or a hosted one) send `bytes` at log
+    /// time `now_ms`? Answered from the replicated throttle rules and the
+    /// farm's shared counters, with the farm and the rule that decided.
+    pub fn may_send(
+        &self,
+        component: &ComponentRef,
+        bytes: u64,
+        now_ms: u64,
+    ) -> Option<super::throttle::ThrottleAnswer> {
+        let slot = self.resolve(component)?;
+        let throttle = self.state.throttle();
+        Some(throttle.may_send(self.state.topology(), self.tenant, slot, bytes, now_ms))
     }
 }
