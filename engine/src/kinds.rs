@@ -17,6 +17,12 @@ pub const BENCH: u16 = 1;
 /// A batch of client commands for the state machine: see
 /// [`crate::state::batch`].
 pub const COMMAND_BATCH: u16 = 2;
+/// An entry with no payload, written by the replication layer (a new
+/// leader's first entry). The state machine skips it.
+pub const BLANK: u16 = 3;
+/// A cluster membership change, written by the replication layer; its
+/// payload format belongs to `farmlog-replica`. The state machine skips it.
+pub const MEMBERSHIP: u16 = 4;
 
 /// The name of a known tag, for tools.
 pub fn name(kind: u16) -> Option<&'static str> {
@@ -24,6 +30,8 @@ pub fn name(kind: u16) -> Option<&'static str> {
         RAW => Some("raw"),
         BENCH => Some("bench"),
         COMMAND_BATCH => Some("commands"),
+        BLANK => Some("blank"),
+        MEMBERSHIP => Some("membership"),
         _ => None,
     }
 }

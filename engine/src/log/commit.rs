@@ -873,19 +873,28 @@ impl Log {
     /// zeroed), all durable. A crash part-way leaves a valid log that ends
     /// somewhere between `index` and the old end.
     pub fn truncate_after(&self, index: u64) -> Result<()> {
+        self.truncate_from(index.saturating_add(1))
+    }
+
+    /// Removes the record at `index` and every later one: the same as
+    /// [`Log::truncate_after`]`(index - 1)`, and also able to empty a log
+    /// whose first index is 0. A no-op if the log ends before `index`.
+    ///
+    /// On disk when it returns `Ok`: as for [`Log::truncate_after`].
+    pub fn truncate_from(&self, index: u64) -> Result<()> {
         let writer = self.writer()?;
         let _maintenance = writer.maintenance.lock().unwrap_or_else(|poison| poison.into_inner());
         let _claim = writer.claim();
         self.commit_round(writer)?;
         let mut state = writer.lock();
-        let new_next = index.saturating_add(1);
+        let new_next = index;
         if new_next >= state.next_index {
             return Ok(());
         }
         let first = self.first_index();
         if new_next < first {
             return Err(Error::invalid(format!(
-                "cannot truncate after {index}: records below {first} are purged"
+                "cannot truncate from {index}: records below {first} are purged"
             )));
         }
         let result = self.truncate_locked(&mut state, new_next);

@@ -370,6 +370,11 @@ impl Log {
         &self.shared.dir
     }
 
+    /// Who drives the group commit (see [`FlushMode`]).
+    pub fn flush_mode(&self) -> FlushMode {
+        self.shared.options.flush
+    }
+
     pub fn is_read_only(&self) -> bool {
         self.shared.writer.is_none()
     }

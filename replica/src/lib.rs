@@ -1,0 +1,132 @@
+//! farmlog's replication: openraft 0.9 over the engine.
+//!
+//! - [`log_store`]: openraft's log storage on the engine's log (one write
+//!   path: an entry is one record, written and synced once), with the
+//!   vote and purge point in a small file beside it ([`meta`]).
+//! - [`state_machine`]: the engine's projections as openraft's state
+//!   machine, with zstd snapshots kept on disk.
+//! - [`runtime`]: tokio with a seedable election generator, so that the
+//!   simulation repeats exactly.
+//!
+//! Architecture invariant: replica knows engine and openraft; it knows
+//! nothing of gRPC. Its transport is a trait.
+
+pub mod entry;
+pub mod log_store;
+pub mod meta;
+pub mod runtime;
+pub mod state_machine;
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+
+use farmlog_engine::io::Storage;
+use farmlog_engine::{Log, LogOptions};
+use meta::MetaFile;
+
+use farmlog_engine::log::format::framed_len;
+use farmlog_engine::log::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX};
+use farmlog_engine::NewRecord;
+pub use log_store::{LogStore, Retention};
+pub use state_machine::{Applied, StateMachine};
+
+pub use entry::Proposal;
+
+/// A node's id in the cluster.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// openraft's types for farmlog.
+    pub TypeConfig:
+        D = Proposal,
+        R = Applied,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = runtime::FarmRuntime,
+);
+
+/// A Raft entry of farmlog.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// A running Raft node of farmlog.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Errors of the replication layer's own making.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Meta(#[from] meta::MetaError),
+    #[error(transparent)]
+    Engine(#[from] farmlog_engine::Error),
+    #[error("an append must continue the log at index {expected}, not {found}")]
+    Gap { expected: u64, found: u64 },
+    #[error(transparent)]
+    Snapshot(#[from] state_machine::SnapshotFileError),
+}
+
+/// Where a node keeps its files, under its data directory.
+pub const LOG_DIR: &str = "log";
+pub const SNAPSHOT_DIR: &str = "snapshots";
+
+/// How a node's stores are opened.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// The engine log's options. A new log starts at index 0, where
+    /// openraft writes the first membership.
+    pub log: LogOptions,
+    pub retention: Retention,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            log: LogOptions {
+                first_index: 0,
+                ..LogOptions::default()
+            },
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// Opens (creating if needed) a node's log store and state machine under
+/// `dir`: the engine log in `log/`, the vote and purge point in `RAFT`,
+/// snapshots in `snapshots/`. Everything goes through `storage`.
+///
+/// On disk when it returns `Ok`: the directories exist; the log has been
+/// recovered (see `Log::open_with`).
+pub fn open_stores(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    options: StoreOptions,
+) -> Result<(LogStore, StateMachine), Error> {
+    storage.create_dir_all(dir).map_err(|source| meta::MetaError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let log = Arc::new(Log::open_with(storage.clone(), &dir.join(LOG_DIR), options.log)?);
+    let log_store = LogStore::new(log, MetaFile::new(storage.clone(), dir), options.retention)?;
+    let state_machine = StateMachine::open(storage, &dir.join(SNAPSHOT_DIR))?;
+    Ok((log_store, state_machine))
+}
+
+/// Splits records into runs the engine takes in one append.
+pub(crate) fn chunks<'a, 'b>(records: &'b [NewRecord<'a>]) -> Vec<&'b [NewRecord<'a>]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (at, record) in records.iter().enumerate() {
+        let framed = framed_len(record.payload.len()) as u64;
+        if at > start && (at - start == BATCH_RECORDS_MAX || bytes + framed > BATCH_BYTES_MAX) {
+            chunks.push(&records[start..at]);
+            start = at;
+            bytes = 0;
+        }
+        bytes += framed;
+    }
+    chunks.push(&records[start..]);
+    chunks
+}

@@ -1,0 +1,333 @@
+//! openraft's log storage, on the engine's log: one write path. Each Raft
+//! entry is one engine record, written once and synced once, by the
+//! engine's group commit. The vote and the purge point live beside it in
+//! the `RAFT` file (`meta.rs`).
+//!
+//! ## Purge and retention
+//!
+//! When openraft purges up to a log id (after a snapshot), that id is made
+//! durable in `RAFT` and the entries stop being visible to openraft. The
+//! engine keeps them: the committed history is the product, and it is
+//! dropped only when the [`Retention`] policy allows, whole segments at a
+//! time, and never past what openraft purged. The one exception is a log
+//! that does not reach the purge point at all (a follower that installed a
+//! snapshot ahead of its log): it is emptied so that it continues after
+//! the snapshot.
+//!
+//! ## Flushing
+//!
+//! `append` submits the entries to the engine with a completion that tells
+//! openraft they are durable; the engine's commit round (its one
+//! completion function) calls it after `fdatasync`, never before. In
+//! production the engine's flusher thread runs the rounds. A log opened in
+//! [`FlushMode::Manual`] (the simulation) is flushed by
+//! [`LogStore::flush_task`] instead, which runs the same round.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use farmlog_engine::{FlushMode, Log, NewRecord};
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{LogId, LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+use tokio::sync::Notify;
+
+use crate::entry;
+use crate::meta::{MetaFile, RaftMeta};
+use crate::{Entry, NodeId, TypeConfig};
+
+/// Most bytes of entries returned by one read: replication to a lagging
+/// follower sends them in pieces no larger than this.
+pub const READ_BYTES_MAX: u64 = 16 << 20;
+
+/// How much committed history the engine keeps behind openraft's purge
+/// point. History is dropped whole segments at a time, so a little more
+/// than asked is kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Retention {
+    /// Keep every record (the default: histories are the product).
+    #[default]
+    Forever,
+    /// Keep at least the newest `n` records.
+    Records(u64),
+    /// Keep at least the newest `n` bytes of segments (at their capacity).
+    Bytes(u64),
+}
+
+/// The log store; cheap to clone (its readers are clones).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    log: Arc<Log>,
+    meta_file: MetaFile,
+    meta: Mutex<RaftMeta>,
+    retention: Retention,
+    /// Set for a log in manual flush mode: wakes [`LogStore::flush_task`].
+    flush_wanted: Option<Arc<Notify>>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("log", &self.inner.log)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_logs(&error).into()
+}
+
+fn write_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_logs(&error).into()
+}
+
+impl LogStore {
+    /// A store over an open, writable log and the directory of its `RAFT`
+    /// file (through the same storage as the log).
+    pub fn new(log: Arc<Log>, meta_file: MetaFile, retention: Retention) -> Result<Self, crate::Error> {
+        let meta = meta_file.load()?;
+        let flush_wanted = (log.flush_mode() == FlushMode::Manual).then(|| Arc::new(Notify::new()));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                log,
+                meta_file,
+                meta: Mutex::new(meta),
+                retention,
+                flush_wanted,
+            }),
+        })
+    }
+
+    pub fn log(&self) -> &Arc<Log> {
+        &self.inner.log
+    }
+
+    fn meta(&self) -> MutexGuard<'_, RaftMeta> {
+        self.inner.meta.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The durable vote and purge point, as last stored.
+    pub fn raft_meta(&self) -> RaftMeta {
+        *self.meta()
+    }
+
+    /// For a log in manual flush mode, the task that runs the engine's
+    /// commit round whenever an append is waiting; `None` for a log whose
+    /// own flusher does it. Ends when the round fails (the log is then
+    /// poisoned and every waiting append has been failed).
+    pub fn flush_task(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let wanted = self.inner.flush_wanted.clone()?;
+        let log = self.inner.log.clone();
+        Some(async move {
+            loop {
+                wanted.notified().await;
+                if let Err(error) = log.commit_pending() {
+                    tracing::error!(%error, "the log cannot be flushed; this node stops writing");
+                    return;
+                }
+            }
+        })
+    }
+
+    /// The id of the entry at `index`, if the log holds it.
+    fn log_id_at(&self, index: u64) -> farmlog_engine::Result<LogId<NodeId>> {
+        let record = self.inner.log.read(index)?;
+        Ok(entry::log_id(record.term(), index))
+    }
+
+    fn store_meta(&self, change: impl FnOnce(&mut RaftMeta)) -> Result<(), crate::meta::MetaError> {
+        let mut meta = self.meta();
+        let mut next = *meta;
+        change(&mut next);
+        if next != *meta {
+            self.inner.meta_file.store(&next)?;
+            *meta = next;
+        }
+        Ok(())
+    }
+
+    /// The index below which the policy allows dropping history, judged
+    /// on the records openraft has purged (`purged_end` is one past the
+    /// last of them).
+    fn retention_floor(&self, purged_end: u64) -> u64 {
+        let log = &self.inner.log;
+        let floor = match self.inner.retention {
+            Retention::Forever => return log.first_index(),
+            Retention::Records(keep) => log.next_index().saturating_sub(keep),
+            Retention::Bytes(keep) => {
+                let mut kept = 0u64;
+                let mut floor = log.next_index();
+                for segment in log.segments().iter().rev() {
+                    if kept >= keep {
+                        break;
+                    }
+                    kept += segment.capacity;
+                    floor = segment.first_index;
+                }
+                floor
+            }
+        };
+        floor.min(purged_end)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError<NodeId>> {
+        let visible = self.meta().last_purged.map_or(0, |purged| purged.index + 1);
+        let start = match range.start_bound() {
+            Bound::Included(&start) => start,
+            Bound::Excluded(&start) => start.saturating_add(1),
+            Bound::Unbounded => 0,
+        }
+        .max(visible);
+        let end = match range.end_bound() {
+            Bound::Included(&end) => end.saturating_add(1),
+            Bound::Excluded(&end) => end,
+            Bound::Unbounded => u64::MAX,
+        };
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let mut entries = Vec::new();
+        let mut bytes = 0u64;
+        for record in self.inner.log.range(start..end) {
+            let record = record.map_err(read_error)?;
+            bytes += record.framed_len();
+            entries.push(entry::from_record(record).map_err(read_error)?);
+            if bytes >= READ_BYTES_MAX {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let last_purged = self.meta().last_purged;
+        let purged_end = last_purged.map_or(0, |purged| purged.index + 1);
+        let last_log_id = match self.inner.log.last_index() {
+            Some(last) if last >= purged_end => Some(self.log_id_at(last).map_err(read_error)?),
+            _ => last_purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    /// On disk when it returns `Ok`: `vote`, durable.
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let vote = *vote;
+        self.store_meta(|meta| meta.vote = Some(vote))
+            .map_err(|error| StorageIOError::write_vote(&error).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        Ok(self.meta().vote)
+    }
+
+    /// On disk when it returns `Ok`: the entries written (readable) but
+    /// maybe not durable; `callback` is called once the engine's commit
+    /// round has synced them, or with the error that failed them.
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let log = &self.inner.log;
+        // An entry at or below the purge point is applied and covered by a
+        // snapshot already; if the log has moved past it, it is not written
+        // again.
+        let purged = self.meta().last_purged.map(|purged| purged.index);
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .filter(|entry| {
+                let index = entry.log_id.index;
+                !(purged.is_some_and(|purged| index <= purged) && index < log.next_index())
+            })
+            .collect();
+        let Some(first) = entries.first() else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        if first.log_id.index != log.next_index() {
+            if log.first_index() == log.next_index() && first.log_id.index > log.next_index() {
+                // An empty log continues wherever its first entry says.
+                log.purge_before(first.log_id.index).map_err(write_error)?;
+            } else {
+                return Err(write_error(crate::Error::Gap {
+                    expected: log.next_index(),
+                    found: first.log_id.index,
+                }));
+            }
+        }
+        let encoded: Vec<(u16, bytes::Bytes)> = entries.iter().map(entry::to_record).collect();
+        let records: Vec<NewRecord<'_>> = entries
+            .iter()
+            .zip(&encoded)
+            .map(|(entry, (kind, payload))| entry::new_record(entry, *kind, payload))
+            .collect();
+        let chunks = crate::chunks(&records);
+        let last = chunks.len() - 1;
+        let mut callback = Some(callback);
+        for (number, chunk) in chunks.into_iter().enumerate() {
+            let done: farmlog_engine::log::OnDurable = match number == last {
+                true => {
+                    let callback = callback.take().expect("one completion for the last chunk");
+                    Box::new(move |result| callback.log_io_completed(result.map(|_| ()).map_err(std::io::Error::other)))
+                }
+                // An earlier chunk's failure poisons the log, which fails
+                // the last chunk's completion too.
+                false => Box::new(|_| {}),
+            };
+            log.submit(chunk, done).map_err(write_error)?;
+        }
+        if let Some(wanted) = &self.inner.flush_wanted {
+            wanted.notify_one();
+        }
+        Ok(())
+    }
+
+    /// On disk when it returns `Ok`: the entry at `log_id` and every later
+    /// one removed, durably (see `Log::truncate_from`).
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.inner.log.truncate_from(log_id.index).map_err(write_error)
+    }
+
+    /// On disk when it returns `Ok`: `log_id` durable as the purge point in
+    /// `RAFT`; history below the retention floor dropped (see the module
+    /// documentation).
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.store_meta(|meta| {
+            if meta.last_purged.is_none_or(|purged| purged.index < log_id.index) {
+                meta.last_purged = Some(log_id);
+            }
+        })
+        .map_err(|error| StorageIOError::write(&error))?;
+        let log = &self.inner.log;
+        let purged_end = log_id.index + 1;
+        let floor = match log.next_index() <= log_id.index {
+            // The log does not reach the purge point: it continues after it.
+            true => purged_end,
+            false => self.retention_floor(purged_end),
+        };
+        if floor > log.first_index() {
+            log.purge_before(floor).map_err(write_error)?;
+        }
+        Ok(())
+    }
+}
