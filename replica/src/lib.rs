@@ -14,8 +14,12 @@
 pub mod entry;
 pub mod log_store;
 pub mod meta;
+pub mod node;
+pub mod proposer;
 pub mod runtime;
+pub mod sim;
 pub mod state_machine;
+pub mod transport;
 
 use std::io::Cursor;
 use std::path::Path;
@@ -28,10 +32,13 @@ use meta::MetaFile;
 use farmlog_engine::log::format::framed_len;
 use farmlog_engine::log::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX};
 use farmlog_engine::NewRecord;
-pub use log_store::{LogStore, Retention};
+pub use log_store::{LogStore, ManualFlush, Retention};
 pub use state_machine::{Applied, StateMachine};
 
 pub use entry::Proposal;
+pub use node::{Node, RaftSettings, ReadError};
+pub use proposer::{ProposeError, Proposer};
+pub use transport::{Network, Transport};
 
 /// A node's id in the cluster.
 pub type NodeId = u64;
@@ -65,6 +72,10 @@ pub enum Error {
     Gap { expected: u64, found: u64 },
     #[error(transparent)]
     Snapshot(#[from] state_machine::SnapshotFileError),
+    #[error("bad Raft configuration: {reason}")]
+    Config { reason: String },
+    #[error("Raft could not start: {reason}")]
+    Raft { reason: String },
 }
 
 /// Where a node keeps its files, under its data directory.
@@ -78,6 +89,8 @@ pub struct StoreOptions {
     /// openraft writes the first membership.
     pub log: LogOptions,
     pub retention: Retention,
+    /// Only for a log in manual flush mode (the simulation).
+    pub manual_flush: ManualFlush,
 }
 
 impl Default for StoreOptions {
@@ -88,6 +101,7 @@ impl Default for StoreOptions {
                 ..LogOptions::default()
             },
             retention: Retention::default(),
+            manual_flush: ManualFlush::default(),
         }
     }
 }
@@ -108,7 +122,12 @@ pub fn open_stores(
         source,
     })?;
     let log = Arc::new(Log::open_with(storage.clone(), &dir.join(LOG_DIR), options.log)?);
-    let log_store = LogStore::new(log, MetaFile::new(storage.clone(), dir), options.retention)?;
+    let log_store = LogStore::new(
+        log,
+        MetaFile::new(storage.clone(), dir),
+        options.retention,
+        options.manual_flush,
+    )?;
     let state_machine = StateMachine::open(storage, &dir.join(SNAPSHOT_DIR))?;
     Ok((log_store, state_machine))
 }

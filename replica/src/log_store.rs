@@ -30,6 +30,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use farmlog_engine::{FlushMode, Log, NewRecord};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogId, LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::entry;
@@ -67,6 +70,17 @@ struct Inner {
     retention: Retention,
     /// Set for a log in manual flush mode: wakes [`LogStore::flush_task`].
     flush_wanted: Option<Arc<Notify>>,
+    manual_flush: ManualFlush,
+}
+
+/// How [`LogStore::flush_task`] behaves for a log in manual flush mode:
+/// the simulation's model of a disk's sync latency.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ManualFlush {
+    /// Each round waits a delay drawn from `0..=latency_ms_max` first.
+    pub latency_ms_max: u64,
+    /// Seeds the delays.
+    pub seed: u64,
 }
 
 impl Debug for LogStore {
@@ -88,7 +102,12 @@ fn write_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> 
 impl LogStore {
     /// A store over an open, writable log and the directory of its `RAFT`
     /// file (through the same storage as the log).
-    pub fn new(log: Arc<Log>, meta_file: MetaFile, retention: Retention) -> Result<Self, crate::Error> {
+    pub fn new(
+        log: Arc<Log>,
+        meta_file: MetaFile,
+        retention: Retention,
+        manual_flush: ManualFlush,
+    ) -> Result<Self, crate::Error> {
         let meta = meta_file.load()?;
         let flush_wanted = (log.flush_mode() == FlushMode::Manual).then(|| Arc::new(Notify::new()));
         Ok(Self {
@@ -98,6 +117,7 @@ impl LogStore {
                 meta: Mutex::new(meta),
                 retention,
                 flush_wanted,
+                manual_flush,
             }),
         })
     }
@@ -122,9 +142,14 @@ impl LogStore {
     pub fn flush_task(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let wanted = self.inner.flush_wanted.clone()?;
         let log = self.inner.log.clone();
+        let ManualFlush { latency_ms_max, seed } = self.inner.manual_flush;
+        let mut rng = SmallRng::seed_from_u64(seed);
         Some(async move {
             loop {
                 wanted.notified().await;
+                if latency_ms_max > 0 {
+                    tokio::time::sleep(Duration::from_millis(rng.gen_range(0..=latency_ms_max))).await;
+                }
                 if let Err(error) = log.commit_pending() {
                     tracing::error!(%error, "the log cannot be flushed; this node stops writing");
                     return;

@@ -1,0 +1,158 @@
+//! Packing many clients' commands into one Raft entry.
+//!
+//! openraft 0.9 keeps one log append in flight per node, so group commit
+//! inside the store cannot merge separate writes: throughput comes from
+//! packing. Clients hand their commands to the [`Proposer`] through a
+//! bounded queue; its task takes whatever is waiting (at most
+//! [`ENTRY_COMMANDS_MAX`] commands and the batch byte bound), frames it as
+//! one command batch, proposes it as one entry, and gives each client the
+//! outcome of its own command once the entry is committed and applied. At
+//! most [`ENTRIES_IN_FLIGHT_MAX`] entries are proposed and not yet applied
+//! at once; commands arriving meanwhile wait and go together in the next.
+
+use std::sync::Arc;
+
+use farmlog_engine::state::batch::{BatchBuilder, EncodedCommand};
+use farmlog_engine::state::outcome::Outcome;
+use farmlog_engine::state::Place;
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::{NodeId, Proposal, Raft};
+
+/// Commands waiting for the proposer, at most; further clients wait.
+pub const QUEUE_COMMANDS_MAX: usize = 16 << 10;
+/// Most commands packed into one entry.
+pub const ENTRY_COMMANDS_MAX: usize = 4096;
+/// Entries proposed and not yet applied, at most.
+pub const ENTRIES_IN_FLIGHT_MAX: usize = 4;
+
+/// Why a command has no outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is not the leader; nothing was written. `leader` is the
+    /// leader this node knows of, if any.
+    #[error("this node is not the leader (the leader is {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// The node stopped before the outcome was known: the command may or
+    /// may not be in the log. Retrying with a client session applies it
+    /// at most once.
+    #[error("the outcome is unknown: {reason}")]
+    Unknown { reason: String },
+    /// The node is shutting down; nothing was written.
+    #[error("the node is shutting down")]
+    Stopped,
+    /// The command does not fit in an entry on its own.
+    #[error("the command is too large for one entry")]
+    TooLarge,
+}
+
+struct Pending {
+    command: EncodedCommand,
+    reply: oneshot::Sender<Result<(Place, Outcome), ProposeError>>,
+}
+
+/// The handle clients propose through; cheap to clone.
+#[derive(Clone)]
+pub struct Proposer {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Proposer {
+    /// Starts the proposer's task on the current runtime.
+    pub fn start(raft: Raft) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE_COMMANDS_MAX);
+        tokio::spawn(run(raft, receiver));
+        Self { queue }
+    }
+
+    /// Proposes one command; returns where it is in the log (the entry's
+    /// index and its slot in the batch) and its outcome, once that entry
+    /// is committed and applied here.
+    pub async fn propose(&self, command: EncodedCommand) -> Result<(Place, Outcome), ProposeError> {
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || ProposeError::Unknown {
+            reason: "the proposer stopped".into(),
+        };
+        self.queue
+            .send(Pending { command, reply })
+            .await
+            .map_err(|_| ProposeError::Stopped)?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(raft: Raft, mut receiver: mpsc::Receiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
+    let mut carried: Option<Pending> = None;
+    loop {
+        let permit = in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let first = match carried.take() {
+            Some(pending) => pending,
+            None => match receiver.recv().await {
+                Some(pending) => pending,
+                None => return,
+            },
+        };
+        let mut batch = BatchBuilder::new();
+        let mut replies = Vec::new();
+        if let Err(command) = batch.push(first.command) {
+            drop(command);
+            let _ = first.reply.send(Err(ProposeError::TooLarge));
+            continue;
+        }
+        replies.push(first.reply);
+        while replies.len() < ENTRY_COMMANDS_MAX {
+            let Ok(next) = receiver.try_recv() else { break };
+            if !batch.fits(&next.command) {
+                carried = Some(next);
+                break;
+            }
+            batch
+                .push(next.command)
+                .unwrap_or_else(|_| unreachable!("checked by fits"));
+            replies.push(next.reply);
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let result = raft.client_write(Proposal::from(batch.finish())).await;
+            drop(permit);
+            answer(result, replies);
+        });
+    }
+}
+
+type WriteResult = Result<
+    openraft::raft::ClientWriteResponse<crate::TypeConfig>,
+    RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>,
+>;
+
+fn answer(result: WriteResult, replies: Vec<oneshot::Sender<Result<(Place, Outcome), ProposeError>>>) {
+    match result {
+        Ok(response) => {
+            let index = response.data.index;
+            for ((reply, outcome), slot) in replies.into_iter().zip(response.data.outcomes).zip(0u32..) {
+                let _ = reply.send(Ok((Place { index, slot }, outcome)));
+            }
+        }
+        Err(error) => {
+            // openraft answers ForwardToLeader before appending, or after
+            // the entry was truncated: either way it is not in the log.
+            let error = match error {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => ProposeError::NotLeader {
+                    leader: forward.leader_id,
+                },
+                other => ProposeError::Unknown {
+                    reason: other.to_string(),
+                },
+            };
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,721 @@
+//! Seeded schedules against an in-process cluster, and the checker.
+//!
+//! One run ([`run`]) is one seed. Everything in it is deterministic: a
+//! current-thread tokio runtime with paused time (simulated seconds take
+//! microseconds), openraft's election timeouts drawn from a generator
+//! seeded by the run's seed (`runtime::seed_thread_rng`), the network's
+//! faults from another ([`SimNet`]), each node's disk a [`SimStorage`]
+//! seeded from it too, and the engine log in manual flush mode, flushed by
+//! a task on the same runtime through the engine's one completion
+//! function. The same seed gives the same trace; [`SimReport::trace`] is
+//! the BLAKE3 of every event in order, and a test runs each seed twice.
+//!
+//! ## The schedule
+//!
+//! Each step draws one action: a burst of client writes (commands of every
+//! family, each with a unique proposer timestamp that identifies it), a
+//! linearizable read, a crash with power loss of a minority (unsynced pages
+//! kept, dropped or torn) or, rarely, of every node at once, a restart, a
+//! partition into two groups, a one-way cut, healing, or new link faults
+//! (loss, duplication, delay and so reordering); then simulated time
+//! advances. At the end the faults stop: every link heals, every node
+//! restarts, and the cluster must accept a write within
+//! [`RECOVERY_BOUND`] and converge.
+//!
+//! ## The checks
+//!
+//! - Every acknowledged write was durable on a quorum when it was
+//!   acknowledged (checked at the moment of the ack, on each node's log).
+//! - No two nodes lead in one term (from every node's metrics, as they
+//!   change).
+//! - A linearizable read sees every write acknowledged before it started,
+//!   and never less than a read that finished before it started.
+//! - Once faults stop, a write is accepted within [`RECOVERY_BOUND`].
+//! - At the end, every node's log holds the same entries (index, term and
+//!   crc) up to the applied index; every acknowledged write is there
+//!   exactly once, at the index and slot it was acknowledged with; and
+//!   every node's state hash is the same.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use farmlog_engine::io::{SimConfig, SimStorage, Storage};
+use farmlog_engine::state::batch::{self, Batch};
+use farmlog_engine::state::command::Command;
+use farmlog_engine::state::{testing, Place};
+use farmlog_engine::{kinds, FlushMode, Log, LogOptions};
+use openraft::{BasicNode, Config, ServerState};
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::net::{LinkFaults, NetCounts, SimNet};
+use crate::node::{Node, RaftSettings};
+use crate::{runtime, ManualFlush, NodeId, ProposeError, StoreOptions};
+
+/// Once faults stop, a write must be accepted within this simulated time.
+pub const RECOVERY_BOUND: Duration = Duration::from_secs(30);
+/// A client gives up on a write or read after this long (its outcome is
+/// then unknown).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A simulated disk sync takes up to this long.
+pub const SYNC_LATENCY_MS_MAX: u64 = 8;
+/// Segment size of the simulated logs: small, so runs cross segments.
+pub const SIM_SEGMENT_BYTES: u64 = 256 << 10;
+/// Proposer timestamps start here; each write gets the next one, which
+/// identifies it in the log.
+const STAMP_BASE: u64 = 1 << 40;
+
+/// What one run does.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Voters: 1, 3 or 5.
+    pub nodes: usize,
+    /// Fault steps before the faults stop.
+    pub steps: usize,
+    /// Most writes in one burst.
+    pub burst_max: usize,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            steps: 40,
+            burst_max: 12,
+        }
+    }
+}
+
+/// What a run did, and the hash of its trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimReport {
+    pub seed: u64,
+    pub trace: [u8; 32],
+    pub writes: u64,
+    pub acked: u64,
+    pub not_leader: u64,
+    pub unknown: u64,
+    pub reads: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub leaders: u64,
+    pub final_index: u64,
+    pub simulated_ms: u64,
+    pub recovery_ms: u64,
+    pub net: NetCounts,
+}
+
+/// A broken guarantee, with the seed that shows it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("seed {seed}: {what}")]
+pub struct Violation {
+    pub seed: u64,
+    pub what: String,
+}
+
+/// Runs one seed on a fresh deterministic runtime.
+pub fn run(seed: u64, options: &SimOptions) -> Result<SimReport, Violation> {
+    runtime::seed_thread_rng(seed);
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_time().start_paused(true);
+    let runtime = builder.build().expect("a current-thread runtime");
+    let result = runtime.block_on(async {
+        let mut sim = Sim::new(seed, options.clone());
+        let result = sim.simulate().await;
+        sim.stop_all().await;
+        result
+    });
+    drop(runtime);
+    result.map_err(|what| Violation { seed, what })
+}
+
+/// One acknowledged write.
+#[derive(Clone, Copy, Debug)]
+struct Ack {
+    stamp: u64,
+    place: Place,
+}
+
+#[derive(Default)]
+struct Recorder {
+    trace: blake3::Hasher,
+    violations: Vec<String>,
+    /// The leader seen in each term.
+    leaders: BTreeMap<u64, NodeId>,
+    acks: Vec<Ack>,
+    max_acked_index: u64,
+    max_read_applied: u64,
+    /// The newest log of every node (a crashed node's stays, frozen as it
+    /// was when power was lost).
+    logs: BTreeMap<NodeId, Arc<Log>>,
+    voters: usize,
+    writes: u64,
+    acked: u64,
+    not_leader: u64,
+    unknown: u64,
+    reads: u64,
+}
+
+impl Recorder {
+    fn event(&mut self, words: &[u64], text: &str) {
+        for word in words {
+            self.trace.update(&word.to_le_bytes());
+        }
+        self.trace.update(text.as_bytes());
+    }
+
+    fn violation(&mut self, what: String) {
+        self.event(&[u64::MAX], &what);
+        self.violations.push(what);
+    }
+
+    fn leader(&mut self, term: u64, id: NodeId) {
+        match self.leaders.get(&term) {
+            Some(&other) if other != id => {
+                self.violation(format!("two leaders in term {term}: nodes {other} and {id}"))
+            }
+            Some(_) => {}
+            None => {
+                self.leaders.insert(term, id);
+                self.event(&[1, term, id], "leader");
+            }
+        }
+    }
+
+    /// A write was acknowledged: it must be durable on a quorum now.
+    fn ack(&mut self, stamp: u64, place: Place, term: u64, verdict: &str) {
+        let durable = self
+            .logs
+            .values()
+            .filter(|log| {
+                log.durable_end() > place.index && log.read(place.index).is_ok_and(|record| record.term() == term)
+            })
+            .count();
+        if durable < self.voters / 2 + 1 {
+            self.violation(format!(
+                "write {stamp} acknowledged at index {} (term {term}) while durable on {durable} of {} nodes",
+                place.index, self.voters
+            ));
+        }
+        self.acked += 1;
+        self.max_acked_index = self.max_acked_index.max(place.index);
+        self.acks.push(Ack { stamp, place });
+        self.event(&[2, stamp, place.index, place.slot as u64, term], verdict);
+    }
+}
+
+type Shared = Arc<Mutex<Recorder>>;
+
+fn lock(recorder: &Shared) -> MutexGuard<'_, Recorder> {
+    recorder.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+struct Sim {
+    seed: u64,
+    options: SimOptions,
+    rng: SmallRng,
+    net: Arc<SimNet>,
+    config: Arc<Config>,
+    members: BTreeMap<NodeId, BasicNode>,
+    machines: BTreeMap<NodeId, SimStorage>,
+    nodes: BTreeMap<NodeId, Arc<Node>>,
+    recorder: Shared,
+    clients: JoinSet<()>,
+    templates: Vec<Command>,
+    next_write: u64,
+    crashes: u64,
+    partitions: u64,
+    started: Instant,
+}
+
+impl Sim {
+    fn new(seed: u64, options: SimOptions) -> Self {
+        let ids: Vec<NodeId> = (1..=options.nodes as NodeId).collect();
+        let members = ids
+            .iter()
+            .map(|&id| {
+                (
+                    id,
+                    BasicNode {
+                        addr: format!("sim-{id}"),
+                    },
+                )
+            })
+            .collect();
+        let machines = ids
+            .iter()
+            .map(|&id| {
+                let config = SimConfig {
+                    seed: seed.wrapping_mul(31).wrapping_add(id),
+                };
+                (id, SimStorage::new(config))
+            })
+            .collect();
+        let mut templates = testing::farm();
+        templates.extend(testing::every_family());
+        let recorder = Recorder {
+            voters: options.nodes,
+            ..Recorder::default()
+        };
+        Self {
+            seed,
+            rng: SmallRng::seed_from_u64(seed ^ 0x5eed_5eed),
+            net: SimNet::new(seed.wrapping_add(1)),
+            config: RaftSettings::default()
+                .config("sim")
+                .expect("the default settings are valid"),
+            members,
+            machines,
+            nodes: BTreeMap::new(),
+            recorder: Arc::new(Mutex::new(recorder)),
+            clients: JoinSet::new(),
+            templates,
+            next_write: 0,
+            crashes: 0,
+            partitions: 0,
+            started: Instant::now(),
+            options,
+        }
+    }
+
+    fn event(&self, words: &[u64], text: &str) {
+        lock(&self.recorder).event(words, text);
+    }
+
+    fn dir(id: NodeId) -> PathBuf {
+        PathBuf::from(format!("/node-{id}"))
+    }
+
+    async fn start(&mut self, id: NodeId) -> Result<(), String> {
+        let storage: Arc<dyn Storage> = Arc::new(self.machines[&id].clone());
+        let options = StoreOptions {
+            log: LogOptions {
+                first_index: 0,
+                segment_bytes: SIM_SEGMENT_BYTES,
+                disk_reserve_bytes: 0,
+                flush: FlushMode::Manual,
+                ..LogOptions::default()
+            },
+            manual_flush: ManualFlush {
+                latency_ms_max: SYNC_LATENCY_MS_MAX,
+                seed: self.seed.wrapping_add(id).wrapping_add(self.crashes << 8),
+            },
+            ..StoreOptions::default()
+        };
+        let node = Node::start(
+            id,
+            storage,
+            &Self::dir(id),
+            options,
+            self.config.clone(),
+            self.net.transport(id),
+        )
+        .await
+        .map_err(|error| format!("node {id} cannot restart: {error}"))?;
+        let node = Arc::new(node);
+        self.net.attach(id, node.raft.clone());
+        lock(&self.recorder).logs.insert(id, node.log().clone());
+        let mut metrics = node.raft.metrics();
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            loop {
+                let leading = {
+                    let metrics = metrics.borrow_and_update();
+                    (metrics.state == ServerState::Leader).then_some(metrics.current_term)
+                };
+                if let Some(term) = leading {
+                    lock(&recorder).leader(term, id);
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        self.nodes.insert(id, node);
+        self.event(&[10, id], "start");
+        Ok(())
+    }
+
+    /// Power loss on one node: unsynced pages are kept, dropped or torn.
+    async fn crash(&mut self, id: NodeId) {
+        let Some(node) = self.nodes.remove(&id) else { return };
+        self.net.detach(id);
+        self.machines[&id].crash();
+        node.shutdown().await;
+        self.crashes += 1;
+        self.event(&[11, id], "crash");
+    }
+
+    async fn stop_all(&mut self) {
+        self.clients.abort_all();
+        while self.clients.join_next().await.is_some() {}
+        for (id, node) in std::mem::take(&mut self.nodes) {
+            self.net.detach(id);
+            node.shutdown().await;
+        }
+    }
+
+    fn up(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    fn down(&self) -> Vec<NodeId> {
+        self.members
+            .keys()
+            .copied()
+            .filter(|id| !self.nodes.contains_key(id))
+            .collect()
+    }
+
+    /// The node a client would send to: the leader some live node knows
+    /// of, if it is up; otherwise any live node.
+    fn target(&mut self) -> Option<Arc<Node>> {
+        let up = self.up();
+        let asked = *up.choose(&mut self.rng)?;
+        let leader = self.nodes[&asked].raft.metrics().borrow().current_leader;
+        let id = leader.filter(|leader| self.nodes.contains_key(leader)).unwrap_or(asked);
+        Some(self.nodes[&id].clone())
+    }
+
+    fn next_command(&mut self) -> (u64, Command) {
+        let number = self.next_write;
+        self.next_write += 1;
+        let at = number as usize;
+        let template = match at < testing::farm().len() {
+            true => at,
+            false => testing::farm().len() + self.rng.gen_range(0..self.templates.len() - testing::farm().len()),
+        };
+        let mut command = self.templates[template].clone();
+        let stamp = STAMP_BASE + number;
+        command.proposed_at_ms = stamp;
+        (stamp, command)
+    }
+
+    fn spawn_write(&mut self) {
+        let Some(node) = self.target() else { return };
+        let (stamp, command) = self.next_command();
+        let encoded = batch::encode(&command).expect("fixture commands encode");
+        let recorder = self.recorder.clone();
+        let peers = self.nodes.clone();
+        lock(&recorder).writes += 1;
+        self.clients.spawn(async move {
+            let mut node = node;
+            let mut result = tokio::time::timeout(CLIENT_TIMEOUT, node.propose(encoded.clone())).await;
+            // A client told who leads tries there once.
+            if let Ok(Err(ProposeError::NotLeader { leader: Some(leader) })) = &result {
+                if let Some(peer) = peers.get(leader) {
+                    node = peer.clone();
+                    result = tokio::time::timeout(CLIENT_TIMEOUT, node.propose(encoded)).await;
+                }
+            }
+            let mut recorder = lock(&recorder);
+            match result {
+                Ok(Ok((place, outcome))) => {
+                    let term = node.log().read(place.index).map(|record| record.term()).unwrap_or(0);
+                    recorder.ack(stamp, place, term, &format!("{:?}", outcome.verdict));
+                }
+                Ok(Err(ProposeError::NotLeader { .. })) => {
+                    recorder.not_leader += 1;
+                    recorder.event(&[3, stamp], "not leader");
+                }
+                Ok(Err(error)) => {
+                    recorder.unknown += 1;
+                    recorder.event(&[4, stamp], &error.to_string());
+                }
+                Err(_) => {
+                    recorder.unknown += 1;
+                    recorder.event(&[5, stamp], "timed out");
+                }
+            }
+        });
+    }
+
+    fn spawn_read(&mut self) {
+        let up = self.up();
+        let Some(&id) = up.choose(&mut self.rng) else { return };
+        let node = self.nodes[&id].clone();
+        let recorder = self.recorder.clone();
+        let (acked_before, read_before) = {
+            let recorder = lock(&recorder);
+            (recorder.max_acked_index, recorder.max_read_applied)
+        };
+        self.clients.spawn(async move {
+            let result = tokio::time::timeout(
+                CLIENT_TIMEOUT,
+                node.read(|applier| applier.applied.map_or(0, |applied| applied.index)),
+            )
+            .await;
+            let mut recorder = lock(&recorder);
+            recorder.reads += 1;
+            let Ok(Ok(applied)) = result else {
+                recorder.event(&[6, id], "read failed");
+                return;
+            };
+            if applied < acked_before || applied < read_before {
+                recorder.violation(format!(
+                    "a linearizable read on node {id} saw index {applied}, but before it started index \
+                     {acked_before} was acknowledged and a read had seen {read_before}"
+                ));
+            }
+            recorder.max_read_applied = recorder.max_read_applied.max(applied);
+            recorder.event(&[7, id, applied], "read");
+        });
+    }
+
+    async fn simulate(&mut self) -> Result<SimReport, String> {
+        for id in self.members.keys().copied().collect::<Vec<_>>() {
+            self.start(id).await?;
+        }
+        self.nodes[&1]
+            .raft
+            .initialize(self.members.clone())
+            .await
+            .map_err(|error| format!("initialize: {error}"))?;
+        let minority = (self.options.nodes - 1) / 2;
+        for _ in 0..self.options.steps {
+            let roll = self.rng.gen_range(0..100);
+            match roll {
+                0..=44 => {
+                    for _ in 0..self.rng.gen_range(1..=self.options.burst_max) {
+                        self.spawn_write();
+                    }
+                }
+                45..=54 => self.spawn_read(),
+                55..=64 => {
+                    let up = self.up();
+                    if self.rng.gen_range(0..10) == 0 {
+                        for id in up {
+                            self.crash(id).await;
+                        }
+                    } else if self.down().len() < minority {
+                        if let Some(&id) = up.choose(&mut self.rng) {
+                            self.crash(id).await;
+                        }
+                    }
+                }
+                65..=74 => {
+                    let down = self.down();
+                    if let Some(&id) = down.choose(&mut self.rng) {
+                        self.start(id).await?;
+                    }
+                }
+                75..=82 => {
+                    let mut ids: Vec<NodeId> = self.members.keys().copied().collect();
+                    ids.shuffle(&mut self.rng);
+                    let cut = self.rng.gen_range(1..ids.len().max(2));
+                    let (left, right) = ids.split_at(cut.min(ids.len()));
+                    self.net.partition(&[left.to_vec(), right.to_vec()]);
+                    self.partitions += 1;
+                    self.event(&[12, cut as u64], "partition");
+                }
+                83..=86 => {
+                    let ids: Vec<NodeId> = self.members.keys().copied().collect();
+                    let from = *ids.choose(&mut self.rng).expect("a member");
+                    let to = *ids.choose(&mut self.rng).expect("a member");
+                    if from != to {
+                        self.net.block(from, to);
+                        self.partitions += 1;
+                        self.event(&[13, from, to], "one-way cut");
+                    }
+                }
+                87..=92 => {
+                    self.net.heal();
+                    self.event(&[14], "heal");
+                }
+                _ => {
+                    let faults = match self.rng.gen_range(0..3) {
+                        0 => LinkFaults::default(),
+                        _ => LinkFaults {
+                            drop_per_mille: self.rng.gen_range(0..=200),
+                            duplicate_per_mille: self.rng.gen_range(0..=100),
+                            delay_ms_max: self.rng.gen_range(0..=60),
+                        },
+                    };
+                    self.net.set_faults(faults);
+                    self.event(
+                        &[
+                            15,
+                            faults.drop_per_mille as u64,
+                            faults.duplicate_per_mille as u64,
+                            faults.delay_ms_max,
+                        ],
+                        "link faults",
+                    );
+                }
+            }
+            let pause = match self.rng.gen_range(0..4) {
+                0 => self.rng.gen_range(0..=5),
+                _ => self.rng.gen_range(10..=800),
+            };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        self.settle().await
+    }
+
+    /// Stops the faults, waits for recovery and convergence, and checks.
+    async fn settle(&mut self) -> Result<SimReport, String> {
+        self.net.heal();
+        self.net.set_faults(LinkFaults::default());
+        for id in self.down() {
+            self.start(id).await?;
+        }
+        let healed = Instant::now();
+        let recovery_ms = loop {
+            if healed.elapsed() > RECOVERY_BOUND {
+                return Err(format!(
+                    "no write was accepted within {RECOVERY_BOUND:?} after the faults stopped"
+                ));
+            }
+            if let Some(node) = self.target() {
+                let (stamp, command) = self.next_command();
+                let encoded = batch::encode(&command).expect("fixture commands encode");
+                lock(&self.recorder).writes += 1;
+                if let Ok(Ok((place, outcome))) =
+                    tokio::time::timeout(Duration::from_secs(1), node.propose(encoded)).await
+                {
+                    let term = node.log().read(place.index).map(|record| record.term()).unwrap_or(0);
+                    lock(&self.recorder).ack(stamp, place, term, &format!("{:?}", outcome.verdict));
+                    break healed.elapsed().as_millis() as u64;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        while self.clients.join_next().await.is_some() {}
+        let applied = self.converge().await?;
+        self.check_logs(applied)?;
+        let recorder = lock(&self.recorder);
+        if let Some(violation) = recorder.violations.first() {
+            return Err(violation.clone());
+        }
+        Ok(SimReport {
+            seed: self.seed,
+            trace: *recorder.trace.clone().finalize().as_bytes(),
+            writes: recorder.writes,
+            acked: recorder.acked,
+            not_leader: recorder.not_leader,
+            unknown: recorder.unknown,
+            reads: recorder.reads,
+            crashes: self.crashes,
+            partitions: self.partitions,
+            leaders: recorder.leaders.len() as u64,
+            final_index: applied,
+            simulated_ms: self.started.elapsed().as_millis() as u64,
+            recovery_ms,
+            net: self.net.counts(),
+        })
+    }
+
+    /// Waits until every node has applied the same index, and checks that
+    /// their states hash the same there; returns the index.
+    async fn converge(&mut self) -> Result<u64, String> {
+        let since = Instant::now();
+        loop {
+            let applied: Vec<(NodeId, u64)> = self
+                .nodes
+                .iter()
+                .map(|(&id, node)| {
+                    (
+                        id,
+                        node.read_local(|applier| applier.applied.map_or(0, |log_id| log_id.index)),
+                    )
+                })
+                .collect();
+            let last = self
+                .nodes
+                .values()
+                .map(|node| node.log().last_index().unwrap_or(0))
+                .max()
+                .unwrap_or(0);
+            if applied.iter().all(|&(_, index)| index == last) {
+                let hashes: Vec<(NodeId, [u8; 32])> = self
+                    .nodes
+                    .iter()
+                    .map(|(&id, node)| (id, node.read_local(|applier| applier.state.hash())))
+                    .collect();
+                if let Some((id, _)) = hashes.iter().find(|(_, hash)| *hash != hashes[0].1) {
+                    return Err(format!(
+                        "at applied index {last}, node {id}'s state hash differs from node {}'s",
+                        hashes[0].0
+                    ));
+                }
+                self.event(&[20, last], "converged");
+                self.recorder.lock().expect("recorder").trace.update(&hashes[0].1);
+                return Ok(last);
+            }
+            if since.elapsed() > RECOVERY_BOUND {
+                return Err(format!(
+                    "nodes did not converge within {RECOVERY_BOUND:?}: applied {applied:?}, last index {last}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every node's log holds the same entries up to `applied`; every
+    /// acknowledged write is there exactly once, where it was acknowledged.
+    fn check_logs(&self, applied: u64) -> Result<(), String> {
+        let logs: Vec<(NodeId, Arc<Log>)> = self.nodes.iter().map(|(&id, node)| (id, node.log().clone())).collect();
+        let (first_id, reference) = &logs[0];
+        let mut stamps: HashMap<u64, Place> = HashMap::new();
+        for index in reference.first_index()..=applied {
+            let record = reference
+                .read(index)
+                .map_err(|error| format!("node {first_id} cannot read committed index {index}: {error}"))?;
+            for (id, log) in &logs[1..] {
+                let other = log
+                    .read(index)
+                    .map_err(|error| format!("node {id} cannot read committed index {index}: {error}"))?;
+                if (other.term(), other.crc()) != (record.term(), record.crc()) {
+                    return Err(format!(
+                        "committed index {index} differs: node {first_id} has term {} crc {:#x}, node {id} term {} crc {:#x}",
+                        record.term(),
+                        record.crc(),
+                        other.term(),
+                        other.crc()
+                    ));
+                }
+            }
+            if record.kind() != kinds::COMMAND_BATCH {
+                continue;
+            }
+            let batch = Batch::parse(record.payload()).map_err(|error| format!("index {index}: {error}"))?;
+            for slot in 0..batch.len() {
+                let command = batch.command(slot).map_err(|error| format!("index {index}: {error}"))?;
+                let stamp = command.proposed_at_ms.to_native();
+                if let Some(earlier) = stamps.insert(stamp, Place { index, slot }) {
+                    return Err(format!(
+                        "write {stamp} is in the log twice: at {}/{} and at {index}/{slot}",
+                        earlier.index, earlier.slot
+                    ));
+                }
+            }
+        }
+        let recorder = lock(&self.recorder);
+        for ack in &recorder.acks {
+            if ack.place.index < reference.first_index() {
+                return Err(format!(
+                    "node {first_id}'s log starts at {}, after acknowledged write {} at {}",
+                    reference.first_index(),
+                    ack.stamp,
+                    ack.place.index
+                ));
+            }
+            match stamps.get(&ack.stamp) {
+                Some(place) if *place == ack.place => {}
+                Some(place) => {
+                    return Err(format!(
+                        "write {} was acknowledged at {}/{} but is at {}/{}",
+                        ack.stamp, ack.place.index, ack.place.slot, place.index, place.slot
+                    ))
+                }
+                None => return Err(format!("acknowledged write {} is not in the committed log", ack.stamp)),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,270 @@
+//! The in-process network of a simulated cluster: every request is a
+//! direct call on the target node's `Raft`, after a delay, through faults
+//! drawn from one seeded generator: loss, duplication, delay (and so
+//! reordering), and partitions of any set of nodes, symmetric or one-way.
+//! With no faults set it is also the benchmarks' in-process transport.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::BasicNode;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::transport::{RpcError, Transport};
+use crate::{NodeId, Raft, TypeConfig};
+
+/// Per-mille probabilities and delays applied to every message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkFaults {
+    /// A request or a response is lost.
+    pub drop_per_mille: u32,
+    /// A request is delivered a second time, later.
+    pub duplicate_per_mille: u32,
+    /// Each message waits a delay drawn from `0..=delay_ms_max`.
+    pub delay_ms_max: u64,
+}
+
+/// Messages the network handled, by fate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetCounts {
+    pub delivered: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub refused: u64,
+}
+
+struct NetState {
+    rng: SmallRng,
+    nodes: BTreeMap<NodeId, Raft>,
+    /// (from, to): messages from `from` to `to` are refused.
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    faults: LinkFaults,
+    counts: NetCounts,
+}
+
+/// The network; shared by every node's transport.
+pub struct SimNet {
+    state: Mutex<NetState>,
+}
+
+/// What happens to one request.
+struct Fate {
+    request_delay: Duration,
+    dropped: bool,
+    duplicate_delay: Option<Duration>,
+    response_delay: Duration,
+    response_dropped: bool,
+}
+
+impl SimNet {
+    pub fn new(seed: u64) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(NetState {
+                rng: SmallRng::seed_from_u64(seed),
+                nodes: BTreeMap::new(),
+                blocked: BTreeSet::new(),
+                faults: LinkFaults::default(),
+                counts: NetCounts::default(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, NetState> {
+        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Makes a node reachable.
+    pub fn attach(&self, id: NodeId, raft: Raft) {
+        self.lock().nodes.insert(id, raft);
+    }
+
+    /// Makes a node unreachable (it crashed or stopped).
+    pub fn detach(&self, id: NodeId) {
+        self.lock().nodes.remove(&id);
+    }
+
+    /// Cuts every link between the groups, both ways; links inside a group
+    /// and to nodes in no group are untouched.
+    pub fn partition(&self, groups: &[Vec<NodeId>]) {
+        let mut state = self.lock();
+        for (at, group) in groups.iter().enumerate() {
+            for other in &groups[at + 1..] {
+                for &a in group {
+                    for &b in other {
+                        state.blocked.insert((a, b));
+                        state.blocked.insert((b, a));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cuts one direction of one link.
+    pub fn block(&self, from: NodeId, to: NodeId) {
+        self.lock().blocked.insert((from, to));
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.lock().blocked.clear();
+    }
+
+    pub fn set_faults(&self, faults: LinkFaults) {
+        self.lock().faults = faults;
+    }
+
+    pub fn counts(&self) -> NetCounts {
+        self.lock().counts
+    }
+
+    /// The transport node `from` sends through.
+    pub fn transport(self: &Arc<Self>, from: NodeId) -> Arc<SimTransport> {
+        Arc::new(SimTransport {
+            net: self.clone(),
+            from,
+        })
+    }
+
+    fn fate(&self, from: NodeId, to: NodeId) -> Result<(Fate, Raft), ()> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let reachable = !state.blocked.contains(&(from, to));
+        let Some(raft) = state.nodes.get(&to).filter(|_| reachable).cloned() else {
+            state.counts.refused += 1;
+            return Err(());
+        };
+        let faults = state.faults;
+        let rng = &mut state.rng;
+        let mut delay = || Duration::from_millis(rng.gen_range(0..=faults.delay_ms_max));
+        let (request_delay, response_delay, second) = (delay(), delay(), delay());
+        let mut chance = |per_mille: u32| per_mille > 0 && state.rng.gen_range(0..1000) < per_mille;
+        let dropped = chance(faults.drop_per_mille);
+        let duplicated = !dropped && chance(faults.duplicate_per_mille);
+        // A response is lost on its own, or because the way back is cut.
+        let response_dropped = chance(faults.drop_per_mille) || state.blocked.contains(&(to, from));
+        match (dropped, duplicated) {
+            (true, _) => state.counts.dropped += 1,
+            (false, true) => {
+                state.counts.delivered += 1;
+                state.counts.duplicated += 1;
+            }
+            (false, false) => state.counts.delivered += 1,
+        }
+        Ok((
+            Fate {
+                request_delay,
+                dropped,
+                duplicate_delay: duplicated.then_some(request_delay + second),
+                response_delay,
+                response_dropped,
+            },
+            raft,
+        ))
+    }
+
+    /// Sends one request: the shared path of the three calls.
+    async fn call<Req, Resp, E, F, Fut>(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        request: Req,
+        timeout: Duration,
+        deliver: F,
+    ) -> Result<Resp, RpcError<E>>
+    where
+        Req: Clone + Send + 'static,
+        Resp: Send + 'static,
+        E: std::error::Error + Send + 'static,
+        F: Fn(Raft, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, RaftError<NodeId, E>>> + Send + 'static,
+    {
+        let unreachable = |why: &str| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why.to_string())));
+        let Ok((fate, raft)) = self.fate(from, to) else {
+            return Err(unreachable("no route to the node"));
+        };
+        let deliver = Arc::new(deliver);
+        if let Some(later) = fate.duplicate_delay {
+            let (raft, request, deliver) = (raft.clone(), request.clone(), deliver.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(later).await;
+                let _ = deliver(raft, request).await;
+            });
+        }
+        let exchange = async {
+            tokio::time::sleep(fate.request_delay).await;
+            if fate.dropped {
+                std::future::pending::<()>().await;
+            }
+            let result = deliver(raft, request).await;
+            tokio::time::sleep(fate.response_delay).await;
+            if fate.response_dropped {
+                std::future::pending::<()>().await;
+            }
+            result
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(RaftError::Fatal(fatal))) => Err(RPCError::Network(NetworkError::new(&fatal))),
+            Ok(Err(error)) => Err(RPCError::RemoteError(RemoteError::new(to, error))),
+            Err(_) => Err(unreachable("no answer before the timeout")),
+        }
+    }
+}
+
+/// One node's side of the network.
+pub struct SimTransport {
+    net: Arc<SimNet>,
+    from: NodeId,
+}
+
+impl Transport for SimTransport {
+    async fn append_entries(
+        &self,
+        target: NodeId,
+        _node: &BasicNode,
+        request: AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        self.net
+            .call(self.from, target, request, timeout, |raft, request| async move {
+                raft.append_entries(request).await
+            })
+            .await
+    }
+
+    async fn vote(
+        &self,
+        target: NodeId,
+        _node: &BasicNode,
+        request: VoteRequest<NodeId>,
+        timeout: Duration,
+    ) -> Result<VoteResponse<NodeId>, RpcError> {
+        self.net
+            .call(self.from, target, request, timeout, |raft, request| async move {
+                raft.vote(request).await
+            })
+            .await
+    }
+
+    async fn install_snapshot(
+        &self,
+        target: NodeId,
+        _node: &BasicNode,
+        request: InstallSnapshotRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
+        self.net
+            .call(self.from, target, request, timeout, |raft, request| async move {
+                raft.install_snapshot(request).await
+            })
+            .await
+    }
+}
