@@ -36,7 +36,7 @@ pub use log_store::{LogStore, ManualFlush, Retention};
 pub use state_machine::{Applied, StateMachine};
 
 pub use entry::Proposal;
-pub use node::{Node, RaftSettings, ReadError};
+pub use node::{MembershipError, Node, RaftSettings, ReadError};
 pub use proposer::{ProposeError, Proposer};
 pub use transport::{Network, Transport};
 

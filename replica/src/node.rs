@@ -1,7 +1,9 @@
 //! One farmlog node: the Raft instance over the engine-backed stores, its
 //! proposer, and the applied state that reads are answered from.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -10,8 +12,8 @@ use farmlog_engine::state::batch::EncodedCommand;
 use farmlog_engine::state::outcome::Outcome;
 use farmlog_engine::state::Place;
 use farmlog_engine::Log;
-use openraft::error::{CheckIsLeaderError, RaftError};
-use openraft::{Config, SnapshotPolicy};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Config, SnapshotPolicy};
 use tokio::task::JoinHandle;
 
 use crate::proposer::{ProposeError, Proposer};
@@ -86,11 +88,33 @@ pub enum ReadError {
     Unavailable { reason: String },
 }
 
+/// Why a membership change or a hand-off did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    #[error("this node is not the leader (the leader is {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("node {node} is not a voter")]
+    NotVoter { node: NodeId },
+    #[error("refused: {reason}")]
+    Refused { reason: String },
+    #[error("timed out: {stage}")]
+    TimedOut { stage: &'static str },
+}
+
+/// How long after its last heartbeat a follower keeps refusing votes
+/// (openraft's leader lease is the longest election timeout), plus this
+/// margin, is how long a hand-off waits before the target may be elected.
+pub const HAND_OFF_LEASE_MARGIN_MS: u64 = 50;
+
+type Elect =
+    Arc<dyn Fn(NodeId, BasicNode, Duration) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
 /// A running node.
 pub struct Node {
     pub id: NodeId,
     pub raft: Raft,
     proposer: Proposer,
+    elect: Elect,
     applied: Arc<RwLock<Applier>>,
     log_store: LogStore,
     flusher: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -110,7 +134,20 @@ impl Node {
         let (log_store, state_machine) = open_stores(storage, dir, store_options)?;
         let applied = state_machine.shared();
         let flusher = log_store.flush_task().map(tokio::spawn);
-        let raft = Raft::new(id, config, Network::new(transport), log_store.clone(), state_machine)
+        let network = Network::new(transport);
+        let elect: Elect = {
+            let network = network.clone();
+            Arc::new(move |target, node, timeout| {
+                let network = network.clone();
+                Box::pin(async move {
+                    network
+                        .elect(target, &node, timeout)
+                        .await
+                        .map_err(|error| error.to_string())
+                })
+            })
+        };
+        let raft = Raft::new(id, config, network, log_store.clone(), state_machine)
             .await
             .map_err(|error| Error::Raft {
                 reason: error.to_string(),
@@ -120,6 +157,7 @@ impl Node {
             id,
             raft,
             proposer,
+            elect,
             applied,
             log_store,
             flusher: std::sync::Mutex::new(flusher),
@@ -168,6 +206,112 @@ impl Node {
             flusher.abort();
             let _ = flusher.await;
         }
+    }
+
+    fn write_error(error: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> MembershipError {
+        match error {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => MembershipError::NotLeader {
+                leader: forward.leader_id,
+            },
+            other => MembershipError::Refused {
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// Adds a node as a learner and waits until it has caught up with the
+    /// log (leader only). The node must be running and reachable.
+    pub async fn add_learner(&self, id: NodeId, node: BasicNode) -> Result<(), MembershipError> {
+        self.raft
+            .add_learner(id, node, true)
+            .await
+            .map(|_| ())
+            .map_err(Self::write_error)
+    }
+
+    /// Changes the voters (joint consensus; leader only): for example
+    /// `ChangeMembers::AddVoterIds` promotes learners and
+    /// `ChangeMembers::RemoveVoters` removes nodes from the cluster.
+    /// Returns once the new configuration is committed.
+    pub async fn change_voters(&self, change: ChangeMembers<NodeId, BasicNode>) -> Result<(), MembershipError> {
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map(|_| ())
+            .map_err(Self::write_error)
+    }
+
+    /// Hands leadership to `target`, a voter, so that this node can be
+    /// drained: openraft 0.9 has no leader transfer, so it is built from
+    /// what 0.9 offers.
+    ///
+    /// 1. New writes are refused (told to ask `target`); queued ones go.
+    /// 2. Wait until `target` has every entry this leader has.
+    /// 3. Stop heartbeats and wait out the followers' leader lease: a
+    ///    follower refuses to vote while the lease of the leader it last
+    ///    heard from holds, and starts its own election only a full
+    ///    election timeout after the lease ends, so `target` gets the
+    ///    first chance.
+    /// 4. Ask `target` to start an election now ([`Transport::elect`]); it
+    ///    has the longest log, so it wins; this node steps down when it
+    ///    sees the higher term.
+    ///
+    /// Writes resume once `target` leads. Whatever happens, heartbeats and
+    /// writes are re-enabled here before it returns. No acknowledged write
+    /// is at risk at any step: it is Raft's ordinary election.
+    pub async fn hand_off(&self, target: NodeId, timeout: Duration) -> Result<(), MembershipError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.id) {
+            return Err(MembershipError::NotLeader {
+                leader: metrics.current_leader,
+            });
+        }
+        if target == self.id {
+            return Ok(());
+        }
+        let membership = metrics.membership_config.membership().clone();
+        if !membership.voter_ids().any(|voter| voter == target) {
+            return Err(MembershipError::NotVoter { node: target });
+        }
+        let node = membership.get_node(&target).cloned().unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.proposer.pause(target);
+        let result = async {
+            let caught_up = |metrics: &openraft::RaftMetrics<NodeId, BasicNode>| {
+                let matched = metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(&target).copied().flatten())
+                    .map(|log_id| log_id.index);
+                matched.is_some() && matched == metrics.last_log_index
+            };
+            self.raft
+                .wait(Some(left()))
+                .metrics(caught_up, "the target has every entry")
+                .await
+                .map_err(|_| MembershipError::TimedOut {
+                    stage: "waiting for the target to catch up",
+                })?;
+            self.raft.runtime_config().heartbeat(false);
+            let lease = Duration::from_millis(self.raft.config().election_timeout_max + HAND_OFF_LEASE_MARGIN_MS);
+            tokio::time::sleep(lease.min(left())).await;
+            (self.elect)(target, node, left())
+                .await
+                .map_err(|reason| MembershipError::Refused { reason })?;
+            self.raft
+                .wait(Some(left()))
+                .metrics(|metrics| metrics.current_leader == Some(target), "the target leads")
+                .await
+                .map_err(|_| MembershipError::TimedOut {
+                    stage: "waiting for the target to lead",
+                })
+                .map(|_| ())
+        }
+        .await;
+        self.raft.runtime_config().heartbeat(true);
+        self.proposer.resume();
+        result
     }
 
     /// Waits at most `timeout` for the node to see a leader; returns it.

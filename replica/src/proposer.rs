@@ -10,6 +10,7 @@
 //! most [`ENTRIES_IN_FLIGHT_MAX`] entries are proposed and not yet applied
 //! at once; commands arriving meanwhile wait and go together in the next.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use farmlog_engine::state::batch::{BatchBuilder, EncodedCommand};
@@ -56,6 +57,9 @@ struct Pending {
 #[derive(Clone)]
 pub struct Proposer {
     queue: mpsc::Sender<Pending>,
+    /// 0, or 1 + the node leadership is being handed to: while set, new
+    /// commands are refused with that node as the leader to ask.
+    handing_to: Arc<AtomicU64>,
 }
 
 impl Proposer {
@@ -63,13 +67,32 @@ impl Proposer {
     pub fn start(raft: Raft) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_COMMANDS_MAX);
         tokio::spawn(run(raft, receiver));
-        Self { queue }
+        Self {
+            queue,
+            handing_to: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Refuses new commands (they are told to ask `target`) until
+    /// [`Proposer::resume`]; commands already queued still go.
+    pub fn pause(&self, target: NodeId) {
+        self.handing_to.store(target.saturating_add(1), Ordering::SeqCst);
+    }
+
+    pub fn resume(&self) {
+        self.handing_to.store(0, Ordering::SeqCst);
     }
 
     /// Proposes one command; returns where it is in the log (the entry's
     /// index and its slot in the batch) and its outcome, once that entry
     /// is committed and applied here.
     pub async fn propose(&self, command: EncodedCommand) -> Result<(Place, Outcome), ProposeError> {
+        let handing_to = self.handing_to.load(Ordering::SeqCst);
+        if handing_to != 0 {
+            return Err(ProposeError::NotLeader {
+                leader: Some(handing_to - 1),
+            });
+        }
         let (reply, outcome) = oneshot::channel();
         let stopped = || ProposeError::Unknown {
             reason: "the proposer stopped".into(),

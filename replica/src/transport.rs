@@ -42,6 +42,15 @@ pub trait Transport: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<VoteResponse<NodeId>, RpcError>> + Send;
 
+    /// Asks `target` to start an election now (Raft's TimeoutNow): the
+    /// last step of a leader hand-off.
+    fn elect(
+        &self,
+        target: NodeId,
+        node: &BasicNode,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), RpcError>> + Send;
+
     /// One chunk of a snapshot (openraft sends a snapshot in chunks of at
     /// most `Config::snapshot_max_chunk_size` bytes).
     fn install_snapshot(
@@ -61,6 +70,21 @@ pub struct Network<T> {
 impl<T> Network<T> {
     pub fn new(transport: Arc<T>) -> Self {
         Self { transport }
+    }
+}
+
+impl<T> Clone for Network<T> {
+    fn clone(&self) -> Self {
+        Self {
+            transport: self.transport.clone(),
+        }
+    }
+}
+
+impl<T: Transport> Network<T> {
+    /// See [`Transport::elect`].
+    pub async fn elect(&self, target: NodeId, node: &BasicNode, timeout: Duration) -> Result<(), RpcError> {
+        self.transport.elect(target, node, timeout).await
     }
 }
 

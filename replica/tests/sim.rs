@@ -34,6 +34,7 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
         ),
     };
     let mut totals = (0u64, 0u64, 0u64, 0u64);
+    let mut changes = (0u64, 0u64, 0u64, 0u64);
     for seed in first..first + count {
         let options = options_for(seed);
         let replay = format!("replay with: FARMLOG_SIM_SEED={seed} cargo test --release -p farmlog-replica --test sim");
@@ -47,12 +48,26 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
         totals.1 += report.crashes;
         totals.2 += report.partitions;
         totals.3 += report.simulated_ms;
+        changes.0 += report.membership_changes;
+        changes.1 += report.membership_changes_done;
+        changes.2 += report.hand_offs;
+        changes.3 += report.hand_offs_done;
     }
     println!(
-        "{count} seeds from {first}: {} writes acknowledged, {} crashes, {} partitions, {} s simulated",
+        "{count} seeds from {first}: {} writes acknowledged, {} crashes, {} partitions, {} s simulated, \
+         {} of {} membership changes and {} of {} hand-offs completed",
         totals.0,
         totals.1,
         totals.2,
-        totals.3 / 1000
+        totals.3 / 1000,
+        changes.1,
+        changes.0,
+        changes.3,
+        changes.2
     );
+    if count >= 100 {
+        // The schedules must actually exercise what they claim to.
+        assert!(changes.1 > 0, "no membership change completed in {count} seeds");
+        assert!(changes.3 > 0, "no hand-off completed in {count} seeds");
+    }
 }

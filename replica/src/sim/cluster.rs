@@ -36,7 +36,7 @@
 //!   exactly once, at the index and slot it was acknowledged with; and
 //!   every node's state hash is the same.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -54,14 +54,20 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::net::{LinkFaults, NetCounts, SimNet};
+use crate::entry::MembershipRecord;
 use crate::node::{Node, RaftSettings};
 use crate::{runtime, ManualFlush, NodeId, ProposeError, StoreOptions};
+use openraft::ChangeMembers;
 
 /// Once faults stop, a write must be accepted within this simulated time.
 pub const RECOVERY_BOUND: Duration = Duration::from_secs(30);
 /// A client gives up on a write or read after this long (its outcome is
 /// then unknown).
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each node start waits a delay drawn from `1..=TICK_JITTER_MS_MAX`.
+const TICK_JITTER_MS_MAX: u64 = 97;
+/// A hand-off gives up after this long.
+pub const HAND_OFF_TIMEOUT: Duration = Duration::from_secs(5);
 /// A simulated disk sync takes up to this long.
 pub const SYNC_LATENCY_MS_MAX: u64 = 8;
 /// Segment size of the simulated logs: small, so runs cross segments.
@@ -79,6 +85,8 @@ pub struct SimOptions {
     pub steps: usize,
     /// Most writes in one burst.
     pub burst_max: usize,
+    /// Nodes started outside the cluster, for membership changes to add.
+    pub spares: usize,
 }
 
 impl Default for SimOptions {
@@ -87,6 +95,7 @@ impl Default for SimOptions {
             nodes: 3,
             steps: 40,
             burst_max: 12,
+            spares: 1,
         }
     }
 }
@@ -103,6 +112,12 @@ pub struct SimReport {
     pub reads: u64,
     pub crashes: u64,
     pub partitions: u64,
+    /// Membership changes tried, and completed.
+    pub membership_changes: u64,
+    pub membership_changes_done: u64,
+    /// Leader hand-offs tried, and completed (the target leads).
+    pub hand_offs: u64,
+    pub hand_offs_done: u64,
     pub leaders: u64,
     pub final_index: u64,
     pub simulated_ms: u64,
@@ -123,6 +138,10 @@ pub fn run(seed: u64, options: &SimOptions) -> Result<SimReport, Violation> {
     runtime::seed_thread_rng(seed);
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_time().start_paused(true);
+    // tokio's own generator (which `select!` uses) is seedable only under
+    // `--cfg tokio_unstable`, which `.cargo/config.toml` sets.
+    #[cfg(tokio_unstable)]
+    builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
     let runtime = builder.build().expect("a current-thread runtime");
     let result = runtime.block_on(async {
         let mut sim = Sim::new(seed, options.clone());
@@ -141,8 +160,10 @@ struct Ack {
     place: Place,
 }
 
-#[derive(Default)]
 struct Recorder {
+    /// Prints every event (`FARMLOG_SIM_VERBOSE=1`), for replaying a seed.
+    verbose: bool,
+    clock: Instant,
     trace: blake3::Hasher,
     violations: Vec<String>,
     /// The leader seen in each term.
@@ -153,8 +174,9 @@ struct Recorder {
     /// The newest log of every node (a crashed node's stays, frozen as it
     /// was when power was lost).
     logs: BTreeMap<NodeId, Arc<Log>>,
-    voters: usize,
     writes: u64,
+    hand_offs_done: u64,
+    membership_changes_done: u64,
     acked: u64,
     not_leader: u64,
     unknown: u64,
@@ -163,6 +185,9 @@ struct Recorder {
 
 impl Recorder {
     fn event(&mut self, words: &[u64], text: &str) {
+        if self.verbose {
+            eprintln!("{:>8} ms  {words:?} {text}", self.clock.elapsed().as_millis());
+        }
         for word in words {
             self.trace.update(&word.to_le_bytes());
         }
@@ -187,19 +212,27 @@ impl Recorder {
         }
     }
 
-    /// A write was acknowledged: it must be durable on a quorum now.
-    fn ack(&mut self, stamp: u64, place: Place, term: u64, verdict: &str) {
-        let durable = self
+    /// A write was acknowledged by `leader_log`'s node: it must be durable
+    /// on a quorum now. The quorum is that of a configuration the entry
+    /// may have been committed under: the last membership at or before it,
+    /// or any later one in the leader's log.
+    fn ack(&mut self, stamp: u64, place: Place, term: u64, verdict: &str, leader_log: &Log) {
+        let durable: BTreeSet<NodeId> = self
             .logs
-            .values()
-            .filter(|log| {
+            .iter()
+            .filter(|(_, log)| {
                 log.durable_end() > place.index && log.read(place.index).is_ok_and(|record| record.term() == term)
             })
-            .count();
-        if durable < self.voters / 2 + 1 {
+            .map(|(&id, _)| id)
+            .collect();
+        let configs = memberships(leader_log, place.index);
+        let quorum = |voters: &BTreeSet<NodeId>| voters.intersection(&durable).count() > voters.len() / 2;
+        let committed = configs.iter().any(|joint| joint.iter().all(quorum));
+        if !committed {
             self.violation(format!(
-                "write {stamp} acknowledged at index {} (term {term}) while durable on {durable} of {} nodes",
-                place.index, self.voters
+                "write {stamp} acknowledged at index {} (term {term}) while durable only on {durable:?}, \
+                 not a quorum of any of {configs:?}",
+                place.index
             ));
         }
         self.acked += 1;
@@ -207,6 +240,26 @@ impl Recorder {
         self.acks.push(Ack { stamp, place });
         self.event(&[2, stamp, place.index, place.slot as u64, term], verdict);
     }
+}
+
+/// The voter configurations (each a list of joint sets) an entry at
+/// `index` may have been committed under, from `log`: the last membership
+/// at or before `index`, and every later one.
+fn memberships(log: &Log, index: u64) -> Vec<Vec<BTreeSet<NodeId>>> {
+    let mut configs = Vec::new();
+    for record in log.range(log.first_index()..).flatten() {
+        if record.kind() != kinds::MEMBERSHIP {
+            continue;
+        }
+        let Ok(membership) = MembershipRecord::decode(record.payload()) else {
+            continue;
+        };
+        if record.index() <= index {
+            configs.clear();
+        }
+        configs.push(membership.get_joint_config().clone());
+    }
+    configs
 }
 
 type Shared = Arc<Mutex<Recorder>>;
@@ -230,12 +283,14 @@ struct Sim {
     next_write: u64,
     crashes: u64,
     partitions: u64,
+    membership_changes: u64,
+    hand_offs: u64,
     started: Instant,
 }
 
 impl Sim {
     fn new(seed: u64, options: SimOptions) -> Self {
-        let ids: Vec<NodeId> = (1..=options.nodes as NodeId).collect();
+        let ids: Vec<NodeId> = (1..=(options.nodes + options.spares) as NodeId).collect();
         let members = ids
             .iter()
             .map(|&id| {
@@ -259,8 +314,22 @@ impl Sim {
         let mut templates = testing::farm();
         templates.extend(testing::every_family());
         let recorder = Recorder {
-            voters: options.nodes,
-            ..Recorder::default()
+            verbose: std::env::var_os("FARMLOG_SIM_VERBOSE").is_some(),
+            clock: Instant::now(),
+            trace: blake3::Hasher::new(),
+            violations: Vec::new(),
+            leaders: BTreeMap::new(),
+            acks: Vec::new(),
+            max_acked_index: 0,
+            max_read_applied: 0,
+            logs: BTreeMap::new(),
+            writes: 0,
+            hand_offs_done: 0,
+            membership_changes_done: 0,
+            acked: 0,
+            not_leader: 0,
+            unknown: 0,
+            reads: 0,
         };
         Self {
             seed,
@@ -278,6 +347,8 @@ impl Sim {
             next_write: 0,
             crashes: 0,
             partitions: 0,
+            membership_changes: 0,
+            hand_offs: 0,
             started: Instant::now(),
             options,
         }
@@ -292,6 +363,12 @@ impl Sim {
     }
 
     async fn start(&mut self, id: NodeId) -> Result<(), String> {
+        // Processes start at different moments. (openraft 0.9 draws a
+        // node's election timeout once per start and checks it on a tick;
+        // nodes started at the very same instant could tie at every
+        // election, which no real cluster does.)
+        let jitter = self.rng.gen_range(1..=TICK_JITTER_MS_MAX);
+        tokio::time::sleep(Duration::from_millis(jitter)).await;
         let storage: Arc<dyn Storage> = Arc::new(self.machines[&id].clone());
         let options = StoreOptions {
             log: LogOptions {
@@ -382,6 +459,146 @@ impl Sim {
         Some(self.nodes[&id].clone())
     }
 
+    /// The current voters and all members: as the leader of the highest
+    /// term sees them, else the newest membership any live node knows (a
+    /// removed node may hold an older one, a node cut off from the cluster
+    /// an uncommitted one).
+    fn membership(&self) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+        let views: Vec<_> = self
+            .nodes
+            .values()
+            .map(|node| node.raft.metrics().borrow().clone())
+            .collect();
+        let leader = views
+            .iter()
+            .filter(|metrics| metrics.state == ServerState::Leader)
+            .max_by_key(|metrics| metrics.current_term);
+        let newest = match leader {
+            Some(leader) => Some(leader.membership_config.clone()),
+            None => views
+                .iter()
+                .map(|metrics| metrics.membership_config.clone())
+                .max_by_key(|membership| *membership.log_id()),
+        };
+        let Some(stored) = newest else {
+            return Default::default();
+        };
+        let membership = stored.membership();
+        (
+            membership.voter_ids().collect(),
+            membership.nodes().map(|(&id, _)| id).collect(),
+        )
+    }
+
+    /// Each live node's view, for a failure message.
+    fn describe(&self) -> String {
+        let views: Vec<String> = self
+            .nodes
+            .values()
+            .map(|node| {
+                let metrics = node.raft.metrics().borrow().clone();
+                format!(
+                    "node {}: {:?} term {} vote {} leader {:?} last log {:?} applied {:?} membership {:?}",
+                    node.id,
+                    metrics.state,
+                    metrics.current_term,
+                    metrics.vote,
+                    metrics.current_leader,
+                    metrics.last_log_index,
+                    metrics.last_applied.map(|id| id.index),
+                    metrics.membership_config.membership().get_joint_config()
+                )
+            })
+            .collect();
+        views.join("; ")
+    }
+
+    fn voters(&self) -> BTreeSet<NodeId> {
+        self.membership().0
+    }
+
+    fn leader(&self) -> Option<Arc<Node>> {
+        self.nodes.values().find_map(|node| {
+            let metrics = node.raft.metrics().borrow().clone();
+            (metrics.current_leader == Some(node.id)).then(|| node.clone())
+        })
+    }
+
+    /// Adds a node outside the cluster (as a learner, then a voter), or
+    /// removes a voter while at least three would remain.
+    fn spawn_membership_change(&mut self) {
+        let Some(leader) = self.leader() else { return };
+        let (voters, members) = self.membership();
+        let outside: Vec<NodeId> = self
+            .members
+            .keys()
+            .copied()
+            .filter(|id| !members.contains(id))
+            .collect();
+        let add = match (outside.choose(&mut self.rng), voters.len() > 3) {
+            (Some(&id), false) => Some(id),
+            (Some(&id), true) if self.rng.gen_bool(0.5) => Some(id),
+            (_, true) => None,
+            (None, false) => return,
+        };
+        let change = match add {
+            Some(id) => (id, true),
+            None => {
+                let removable: Vec<NodeId> = voters.iter().copied().filter(|&id| id != leader.id).collect();
+                let Some(&id) = removable.choose(&mut self.rng) else {
+                    return;
+                };
+                (id, false)
+            }
+        };
+        self.membership_changes += 1;
+        let node = self.members[&change.0].clone();
+        let recorder = self.recorder.clone();
+        self.clients.spawn(async move {
+            let (id, adding) = change;
+            let result = tokio::time::timeout(CLIENT_TIMEOUT, async {
+                if adding {
+                    leader.add_learner(id, node).await?;
+                    leader.change_voters(ChangeMembers::AddVoterIds([id].into())).await
+                } else {
+                    leader.change_voters(ChangeMembers::RemoveVoters([id].into())).await
+                }
+            })
+            .await;
+            let text = match result {
+                Ok(Ok(())) => {
+                    lock(&recorder).membership_changes_done += 1;
+                    "done".to_string()
+                }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => "timed out".to_string(),
+            };
+            lock(&recorder).event(&[30, id, adding as u64], &text);
+        });
+    }
+
+    /// Hands leadership from the leader to another voter.
+    fn spawn_hand_off(&mut self) {
+        let Some(leader) = self.leader() else { return };
+        let others: Vec<NodeId> = self.voters().into_iter().filter(|&id| id != leader.id).collect();
+        let Some(&target) = others.choose(&mut self.rng) else {
+            return;
+        };
+        self.hand_offs += 1;
+        let recorder = self.recorder.clone();
+        self.clients.spawn(async move {
+            let result = leader.hand_off(target, HAND_OFF_TIMEOUT).await;
+            let text = match result {
+                Ok(()) => {
+                    lock(&recorder).hand_offs_done += 1;
+                    "handed off".to_string()
+                }
+                Err(error) => error.to_string(),
+            };
+            lock(&recorder).event(&[31, leader.id, target], &text);
+        });
+    }
+
     fn next_command(&mut self) -> (u64, Command) {
         let number = self.next_write;
         self.next_write += 1;
@@ -417,7 +634,7 @@ impl Sim {
             match result {
                 Ok(Ok((place, outcome))) => {
                     let term = node.log().read(place.index).map(|record| record.term()).unwrap_or(0);
-                    recorder.ack(stamp, place, term, &format!("{:?}", outcome.verdict));
+                    recorder.ack(stamp, place, term, &format!("{:?}", outcome.verdict), node.log());
                 }
                 Ok(Err(ProposeError::NotLeader { .. })) => {
                     recorder.not_leader += 1;
@@ -471,40 +688,48 @@ impl Sim {
         for id in self.members.keys().copied().collect::<Vec<_>>() {
             self.start(id).await?;
         }
+        let voters: BTreeMap<NodeId, BasicNode> = self
+            .members
+            .iter()
+            .take(self.options.nodes)
+            .map(|(&id, node)| (id, node.clone()))
+            .collect();
         self.nodes[&1]
             .raft
-            .initialize(self.members.clone())
+            .initialize(voters)
             .await
             .map_err(|error| format!("initialize: {error}"))?;
-        let minority = (self.options.nodes - 1) / 2;
         for _ in 0..self.options.steps {
             let roll = self.rng.gen_range(0..100);
             match roll {
-                0..=44 => {
+                0..=39 => {
                     for _ in 0..self.rng.gen_range(1..=self.options.burst_max) {
                         self.spawn_write();
                     }
                 }
-                45..=54 => self.spawn_read(),
-                55..=64 => {
+                40..=49 => self.spawn_read(),
+                50..=58 => {
                     let up = self.up();
+                    let voters = self.voters();
+                    let minority = voters.len().saturating_sub(1) / 2;
+                    let down_voters = voters.iter().filter(|id| !self.nodes.contains_key(id)).count();
                     if self.rng.gen_range(0..10) == 0 {
                         for id in up {
                             self.crash(id).await;
                         }
-                    } else if self.down().len() < minority {
+                    } else if down_voters < minority {
                         if let Some(&id) = up.choose(&mut self.rng) {
                             self.crash(id).await;
                         }
                     }
                 }
-                65..=74 => {
+                59..=66 => {
                     let down = self.down();
                     if let Some(&id) = down.choose(&mut self.rng) {
                         self.start(id).await?;
                     }
                 }
-                75..=82 => {
+                67..=73 => {
                     let mut ids: Vec<NodeId> = self.members.keys().copied().collect();
                     ids.shuffle(&mut self.rng);
                     let cut = self.rng.gen_range(1..ids.len().max(2));
@@ -513,7 +738,7 @@ impl Sim {
                     self.partitions += 1;
                     self.event(&[12, cut as u64], "partition");
                 }
-                83..=86 => {
+                74..=77 => {
                     let ids: Vec<NodeId> = self.members.keys().copied().collect();
                     let from = *ids.choose(&mut self.rng).expect("a member");
                     let to = *ids.choose(&mut self.rng).expect("a member");
@@ -523,10 +748,12 @@ impl Sim {
                         self.event(&[13, from, to], "one-way cut");
                     }
                 }
-                87..=92 => {
+                78..=83 => {
                     self.net.heal();
                     self.event(&[14], "heal");
                 }
+                90..=95 => self.spawn_membership_change(),
+                96..=99 => self.spawn_hand_off(),
                 _ => {
                     let faults = match self.rng.gen_range(0..3) {
                         0 => LinkFaults::default(),
@@ -568,7 +795,8 @@ impl Sim {
         let recovery_ms = loop {
             if healed.elapsed() > RECOVERY_BOUND {
                 return Err(format!(
-                    "no write was accepted within {RECOVERY_BOUND:?} after the faults stopped"
+                    "no write was accepted within {RECOVERY_BOUND:?} after the faults stopped; {}",
+                    self.describe()
                 ));
             }
             if let Some(node) = self.target() {
@@ -579,7 +807,7 @@ impl Sim {
                     tokio::time::timeout(Duration::from_secs(1), node.propose(encoded)).await
                 {
                     let term = node.log().read(place.index).map(|record| record.term()).unwrap_or(0);
-                    lock(&self.recorder).ack(stamp, place, term, &format!("{:?}", outcome.verdict));
+                    lock(&self.recorder).ack(stamp, place, term, &format!("{:?}", outcome.verdict), node.log());
                     break healed.elapsed().as_millis() as u64;
                 }
             }
@@ -602,6 +830,10 @@ impl Sim {
             reads: recorder.reads,
             crashes: self.crashes,
             partitions: self.partitions,
+            membership_changes: self.membership_changes,
+            membership_changes_done: recorder.membership_changes_done,
+            hand_offs: self.hand_offs,
+            hand_offs_done: recorder.hand_offs_done,
             leaders: recorder.leaders.len() as u64,
             final_index: applied,
             simulated_ms: self.started.elapsed().as_millis() as u64,
@@ -615,8 +847,14 @@ impl Sim {
     async fn converge(&mut self) -> Result<u64, String> {
         let since = Instant::now();
         loop {
-            let applied: Vec<(NodeId, u64)> = self
+            let members = self.membership().1;
+            let nodes: BTreeMap<NodeId, Arc<Node>> = self
                 .nodes
+                .iter()
+                .filter(|(id, _)| members.contains(id))
+                .map(|(&id, node)| (id, node.clone()))
+                .collect();
+            let applied: Vec<(NodeId, u64)> = nodes
                 .iter()
                 .map(|(&id, node)| {
                     (
@@ -625,15 +863,13 @@ impl Sim {
                     )
                 })
                 .collect();
-            let last = self
-                .nodes
+            let last = nodes
                 .values()
                 .map(|node| node.log().last_index().unwrap_or(0))
                 .max()
                 .unwrap_or(0);
             if applied.iter().all(|&(_, index)| index == last) {
-                let hashes: Vec<(NodeId, [u8; 32])> = self
-                    .nodes
+                let hashes: Vec<(NodeId, [u8; 32])> = nodes
                     .iter()
                     .map(|(&id, node)| (id, node.read_local(|applier| applier.state.hash())))
                     .collect();
@@ -649,7 +885,8 @@ impl Sim {
             }
             if since.elapsed() > RECOVERY_BOUND {
                 return Err(format!(
-                    "nodes did not converge within {RECOVERY_BOUND:?}: applied {applied:?}, last index {last}"
+                    "nodes did not converge within {RECOVERY_BOUND:?}: applied {applied:?}, last index {last}; {}",
+                    self.describe()
                 ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -659,7 +896,13 @@ impl Sim {
     /// Every node's log holds the same entries up to `applied`; every
     /// acknowledged write is there exactly once, where it was acknowledged.
     fn check_logs(&self, applied: u64) -> Result<(), String> {
-        let logs: Vec<(NodeId, Arc<Log>)> = self.nodes.iter().map(|(&id, node)| (id, node.log().clone())).collect();
+        let members = self.membership().1;
+        let logs: Vec<(NodeId, Arc<Log>)> = self
+            .nodes
+            .iter()
+            .filter(|(id, _)| members.contains(id))
+            .map(|(&id, node)| (id, node.log().clone()))
+            .collect();
         let (first_id, reference) = &logs[0];
         let mut stamps: HashMap<u64, Place> = HashMap::new();
         for index in reference.first_index()..=applied {

@@ -254,6 +254,14 @@ impl Transport for SimTransport {
             .await
     }
 
+    async fn elect(&self, target: NodeId, _node: &BasicNode, timeout: Duration) -> Result<(), RpcError> {
+        self.net
+            .call(self.from, target, (), timeout, |raft, ()| async move {
+                raft.trigger().elect().await.map_err(RaftError::Fatal)
+            })
+            .await
+    }
+
     async fn install_snapshot(
         &self,
         target: NodeId,
