@@ -17,6 +17,7 @@ pub mod meta;
 pub mod node;
 pub mod proposer;
 pub mod runtime;
+pub mod scrub;
 pub mod sim;
 pub mod state_machine;
 pub mod transport;
@@ -76,6 +77,8 @@ pub enum Error {
     Config { reason: String },
     #[error("Raft could not start: {reason}")]
     Raft { reason: String },
+    #[error("this node's log is damaged ({what}); it must rejoin as a new member (see Node::rejoin)")]
+    Damaged { what: String },
 }
 
 /// Where a node keeps its files, under its data directory.
@@ -91,6 +94,10 @@ pub struct StoreOptions {
     pub retention: Retention,
     /// Only for a log in manual flush mode (the simulation).
     pub manual_flush: ManualFlush,
+    /// Check every record at start (`Log::verify`), not only the tail.
+    pub verify_at_open: bool,
+    /// The background scrub's rate in bytes per second; 0 turns it off.
+    pub scrub_bytes_per_second: u64,
 }
 
 impl Default for StoreOptions {
@@ -102,6 +109,8 @@ impl Default for StoreOptions {
             },
             retention: Retention::default(),
             manual_flush: ManualFlush::default(),
+            verify_at_open: false,
+            scrub_bytes_per_second: scrub::SCRUB_BYTES_PER_SECOND_DEFAULT,
         }
     }
 }

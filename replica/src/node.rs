@@ -14,7 +14,10 @@ use farmlog_engine::state::Place;
 use farmlog_engine::Log;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, SnapshotPolicy};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::scrub::{self, ScrubStatus};
 
 use crate::proposer::{ProposeError, Proposer};
 use crate::state_machine::Applier;
@@ -118,6 +121,8 @@ pub struct Node {
     applied: Arc<RwLock<Applier>>,
     log_store: LogStore,
     flusher: std::sync::Mutex<Option<JoinHandle<()>>>,
+    scrubber: std::sync::Mutex<Option<JoinHandle<()>>>,
+    scrub_status: watch::Receiver<ScrubStatus>,
 }
 
 impl Node {
@@ -131,7 +136,24 @@ impl Node {
         config: Arc<Config>,
         transport: Arc<T>,
     ) -> Result<Self, Error> {
-        let (log_store, state_machine) = open_stores(storage, dir, store_options)?;
+        if let Some(what) = scrub::damage_marked(storage.as_ref(), dir) {
+            return Err(Error::Damaged { what });
+        }
+        let damaged = |what: String| {
+            let _ = scrub::mark_damaged(storage.as_ref(), dir, &what);
+            Error::Damaged { what }
+        };
+        let scrub_rate = store_options.scrub_bytes_per_second;
+        let verify = store_options.verify_at_open;
+        let (log_store, state_machine) = match open_stores(storage.clone(), dir, store_options) {
+            Err(Error::Engine(error)) if error.corruption().is_some() => return Err(damaged(error.to_string())),
+            other => other?,
+        };
+        if verify {
+            if let Err(error) = log_store.log().verify(&mut |_| {}) {
+                return Err(damaged(error.to_string()));
+            }
+        }
         let applied = state_machine.shared();
         let flusher = log_store.flush_task().map(tokio::spawn);
         let network = Network::new(transport);
@@ -153,6 +175,16 @@ impl Node {
                 reason: error.to_string(),
             })?;
         let proposer = Proposer::start(raft.clone());
+        let (status, scrub_status) = watch::channel(ScrubStatus::default());
+        let scrubber = (scrub_rate > 0).then(|| {
+            let (log, raft, dir) = (log_store.log().clone(), raft.clone(), dir.to_path_buf());
+            tokio::spawn(async move {
+                let damage = scrub::scrub(log, scrub_rate, status).await;
+                tracing::error!(%damage, "the log is damaged; this node stops and must rejoin as a new member");
+                let _ = scrub::mark_damaged(storage.as_ref(), &dir, &damage);
+                let _ = raft.shutdown().await;
+            })
+        });
         Ok(Self {
             id,
             raft,
@@ -161,6 +193,8 @@ impl Node {
             applied,
             log_store,
             flusher: std::sync::Mutex::new(flusher),
+            scrubber: std::sync::Mutex::new(scrubber),
+            scrub_status,
         })
     }
 
@@ -200,6 +234,11 @@ impl Node {
 
     /// Stops Raft and the flusher. Appends not yet durable stay unacknowledged.
     pub async fn shutdown(&self) {
+        let scrubber = self.scrubber.lock().unwrap_or_else(|poison| poison.into_inner()).take();
+        if let Some(scrubber) = scrubber {
+            scrubber.abort();
+            let _ = scrubber.await;
+        }
         let _ = self.raft.shutdown().await;
         let flusher = self.flusher.lock().unwrap_or_else(|poison| poison.into_inner()).take();
         if let Some(flusher) = flusher {
@@ -312,6 +351,47 @@ impl Node {
         self.raft.runtime_config().heartbeat(true);
         self.proposer.resume();
         result
+    }
+
+    /// What the background scrub has checked and found.
+    pub fn scrub_status(&self) -> ScrubStatus {
+        self.scrub_status.borrow().clone()
+    }
+
+    /// Replaces voter `old` (a node whose log was damaged, now down) by
+    /// `new` (the same machine, wiped, started under a new id; leader
+    /// only). `old` is removed first, by the healthy voters alone; `new`
+    /// has never voted, so it cannot vote twice in a term, and it catches
+    /// up as a learner before it is promoted. Safe while the damaged nodes
+    /// are a minority: the removal needs only the others.
+    pub async fn replace_voter(&self, old: NodeId, new: NodeId, node: BasicNode) -> Result<(), MembershipError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        if membership.voter_ids().any(|voter| voter == old) {
+            self.change_voters(ChangeMembers::RemoveVoters([old].into())).await?;
+        }
+        self.add_learner(new, node).await?;
+        self.change_voters(ChangeMembers::AddVoterIds([new].into())).await
+    }
+
+    /// Starts a node whose log was found damaged as a new member: wipes
+    /// `dir` and starts an empty node there under `new_id`, which then
+    /// waits for the leader's [`Node::replace_voter`].
+    ///
+    /// On disk when it returns `Ok`: `dir` holds only the new node's files.
+    pub async fn rejoin<T: Transport>(
+        new_id: NodeId,
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        store_options: StoreOptions,
+        config: Arc<Config>,
+        transport: Arc<T>,
+    ) -> Result<Self, Error> {
+        scrub::wipe(storage.as_ref(), dir).map_err(|source| crate::meta::MetaError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Self::start(new_id, storage, dir, store_options, config, transport).await
     }
 
     /// Waits at most `timeout` for the node to see a leader; returns it.

@@ -35,6 +35,7 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
     };
     let mut totals = (0u64, 0u64, 0u64, 0u64);
     let mut changes = (0u64, 0u64, 0u64, 0u64);
+    let mut damage = (0u64, 0u64);
     for seed in first..first + count {
         let options = options_for(seed);
         let replay = format!("replay with: FARMLOG_SIM_SEED={seed} cargo test --release -p farmlog-replica --test sim");
@@ -52,10 +53,12 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
         changes.1 += report.membership_changes_done;
         changes.2 += report.hand_offs;
         changes.3 += report.hand_offs_done;
+        damage.0 += report.damages;
+        damage.1 += report.rejoins;
     }
     println!(
         "{count} seeds from {first}: {} writes acknowledged, {} crashes, {} partitions, {} s simulated, \
-         {} of {} membership changes and {} of {} hand-offs completed",
+         {} of {} membership changes and {} of {} hand-offs completed, {} logs damaged, {} rejoins",
         totals.0,
         totals.1,
         totals.2,
@@ -63,11 +66,14 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
         changes.1,
         changes.0,
         changes.3,
-        changes.2
+        changes.2,
+        damage.0,
+        damage.1
     );
     if count >= 100 {
         // The schedules must actually exercise what they claim to.
         assert!(changes.1 > 0, "no membership change completed in {count} seeds");
         assert!(changes.3 > 0, "no hand-off completed in {count} seeds");
+        assert!(damage.1 > 0, "no damaged node rejoined in {count} seeds");
     }
 }

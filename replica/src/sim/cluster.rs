@@ -118,6 +118,10 @@ pub struct SimReport {
     /// Leader hand-offs tried, and completed (the target leads).
     pub hand_offs: u64,
     pub hand_offs_done: u64,
+    /// Bits flipped in a stopped voter's log, and nodes that found their
+    /// log damaged and rejoined as a new member.
+    pub damages: u64,
+    pub rejoins: u64,
     pub leaders: u64,
     pub final_index: u64,
     pub simulated_ms: u64,
@@ -275,7 +279,15 @@ struct Sim {
     net: Arc<SimNet>,
     config: Arc<Config>,
     members: BTreeMap<NodeId, BasicNode>,
+    /// One disk per machine, by the id its first node had.
     machines: BTreeMap<NodeId, SimStorage>,
+    /// The machine each node id runs on.
+    machine_of: BTreeMap<NodeId, NodeId>,
+    /// (damaged voter, the id it rejoined as), until the leader replaced it.
+    replacements: Vec<(NodeId, NodeId)>,
+    next_id: NodeId,
+    damages: u64,
+    rejoins: u64,
     nodes: BTreeMap<NodeId, Arc<Node>>,
     recorder: Shared,
     clients: JoinSet<()>,
@@ -311,6 +323,8 @@ impl Sim {
                 (id, SimStorage::new(config))
             })
             .collect();
+        let machine_of = ids.iter().map(|&id| (id, id)).collect();
+        let next_id = ids.len() as NodeId + 1;
         let mut templates = testing::farm();
         templates.extend(testing::every_family());
         let recorder = Recorder {
@@ -340,6 +354,11 @@ impl Sim {
                 .expect("the default settings are valid"),
             members,
             machines,
+            machine_of,
+            replacements: Vec::new(),
+            next_id,
+            damages: 0,
+            rejoins: 0,
             nodes: BTreeMap::new(),
             recorder: Arc::new(Mutex::new(recorder)),
             clients: JoinSet::new(),
@@ -369,7 +388,8 @@ impl Sim {
         // election, which no real cluster does.)
         let jitter = self.rng.gen_range(1..=TICK_JITTER_MS_MAX);
         tokio::time::sleep(Duration::from_millis(jitter)).await;
-        let storage: Arc<dyn Storage> = Arc::new(self.machines[&id].clone());
+        let machine = self.machine_of[&id];
+        let storage: Arc<dyn Storage> = Arc::new(self.machines[&machine].clone());
         let options = StoreOptions {
             log: LogOptions {
                 first_index: 0,
@@ -382,18 +402,45 @@ impl Sim {
                 latency_ms_max: SYNC_LATENCY_MS_MAX,
                 seed: self.seed.wrapping_add(id).wrapping_add(self.crashes << 8),
             },
+            verify_at_open: true,
             ..StoreOptions::default()
         };
-        let node = Node::start(
+        let dir = Self::dir(machine);
+        let (id, node) = match Node::start(
             id,
-            storage,
-            &Self::dir(id),
-            options,
+            storage.clone(),
+            &dir,
+            options.clone(),
             self.config.clone(),
             self.net.transport(id),
         )
         .await
-        .map_err(|error| format!("node {id} cannot restart: {error}"))?;
+        {
+            Ok(node) => (id, node),
+            Err(crate::Error::Damaged { what }) => {
+                // The node found its log damaged: it rejoins as a new member.
+                let new = self.next_id;
+                self.next_id += 1;
+                self.event(&[16, id, new], &what);
+                let node = Node::rejoin(
+                    new,
+                    storage,
+                    &dir,
+                    options,
+                    self.config.clone(),
+                    self.net.transport(new),
+                )
+                .await
+                .map_err(|error| format!("node {id} cannot rejoin as {new}: {error}"))?;
+                let address = self.members.remove(&id).expect("a member");
+                self.members.insert(new, address);
+                self.machine_of.insert(new, machine);
+                self.replacements.push((id, new));
+                self.rejoins += 1;
+                (new, node)
+            }
+            Err(error) => return Err(format!("node {id} cannot restart: {error}")),
+        };
         let node = Arc::new(node);
         self.net.attach(id, node.raft.clone());
         lock(&self.recorder).logs.insert(id, node.log().clone());
@@ -422,7 +469,7 @@ impl Sim {
     async fn crash(&mut self, id: NodeId) {
         let Some(node) = self.nodes.remove(&id) else { return };
         self.net.detach(id);
-        self.machines[&id].crash();
+        self.machines[&self.machine_of[&id]].crash();
         node.shutdown().await;
         self.crashes += 1;
         self.event(&[11, id], "crash");
@@ -552,7 +599,7 @@ impl Sim {
             }
         };
         self.membership_changes += 1;
-        let node = self.members[&change.0].clone();
+        let node = self.members.get(&change.0).cloned().unwrap_or_default();
         let recorder = self.recorder.clone();
         self.clients.spawn(async move {
             let (id, adding) = change;
@@ -575,6 +622,54 @@ impl Sim {
             };
             lock(&recorder).event(&[30, id, adding as u64], &text);
         });
+    }
+
+    /// Power loss on a voter, then a bit flipped in one of its durable
+    /// records (a bad sector): while it is the only voter down.
+    async fn damage(&mut self) {
+        let voters = self.voters();
+        let down_voters = voters.iter().filter(|id| !self.nodes.contains_key(id)).count();
+        if voters.len() < 3 || down_voters > 0 || !self.replacements.is_empty() {
+            return;
+        }
+        let up: Vec<NodeId> = voters.into_iter().filter(|id| self.nodes.contains_key(id)).collect();
+        let Some(&id) = up.choose(&mut self.rng) else { return };
+        // A durable record of its log, chosen before the power loss.
+        let log = lock(&self.recorder).logs[&id].clone();
+        let durable = log.first_index()..log.durable_end();
+        let target = (!durable.is_empty())
+            .then(|| self.rng.gen_range(durable))
+            .and_then(|index| log.read(index).ok());
+        self.crash(id).await;
+        let Some(record) = target else { return };
+        let machine = &self.machines[&self.machine_of[&id]];
+        let log_dir = Self::dir(self.machine_of[&id]).join(crate::LOG_DIR);
+        let (sequence, at) = record.location();
+        let path = log_dir.join(farmlog_engine::log::segment::segment_name(sequence));
+        let offset = at + self.rng.gen_range(0..record.framed_len());
+        let bit = self.rng.gen_range(0..8);
+        if machine.flip_bit(&path, offset, bit).is_ok() {
+            self.damages += 1;
+            self.event(&[17, id, offset, bit as u64], "bit flipped");
+        }
+    }
+
+    /// Asks the leader to replace each damaged voter by the id it rejoined
+    /// as, once.
+    fn spawn_replacements(&mut self) {
+        let Some(leader) = self.leader() else { return };
+        for &(old, new) in &self.replacements {
+            let (leader, recorder, node) = (leader.clone(), self.recorder.clone(), self.members[&new].clone());
+            self.clients.spawn(async move {
+                let result = tokio::time::timeout(CLIENT_TIMEOUT, leader.replace_voter(old, new, node)).await;
+                let text = match result {
+                    Ok(Ok(())) => "replaced".to_string(),
+                    Ok(Err(error)) => error.to_string(),
+                    Err(_) => "timed out".to_string(),
+                };
+                lock(&recorder).event(&[32, old, new], &text);
+            });
+        }
     }
 
     /// Hands leadership from the leader to another voter.
@@ -699,6 +794,14 @@ impl Sim {
             .initialize(voters)
             .await
             .map_err(|error| format!("initialize: {error}"))?;
+        // Bootstrapping ends when the first membership is committed; only
+        // then do the faults begin.
+        self.nodes[&1]
+            .raft
+            .wait(Some(RECOVERY_BOUND))
+            .metrics(|metrics| metrics.last_applied.is_some(), "the first membership applied")
+            .await
+            .map_err(|error| format!("bootstrap: {error}"))?;
         for _ in 0..self.options.steps {
             let roll = self.rng.gen_range(0..100);
             match roll {
@@ -724,6 +827,7 @@ impl Sim {
                     }
                 }
                 59..=66 => {
+                    self.spawn_replacements();
                     let down = self.down();
                     if let Some(&id) = down.choose(&mut self.rng) {
                         self.start(id).await?;
@@ -754,6 +858,7 @@ impl Sim {
                 }
                 90..=95 => self.spawn_membership_change(),
                 96..=99 => self.spawn_hand_off(),
+                88..=89 => self.damage().await,
                 _ => {
                     let faults = match self.rng.gen_range(0..3) {
                         0 => LinkFaults::default(),
@@ -814,6 +919,7 @@ impl Sim {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         while self.clients.join_next().await.is_some() {}
+        self.finish_replacements().await?;
         let applied = self.converge().await?;
         self.check_logs(applied)?;
         let recorder = lock(&self.recorder);
@@ -834,12 +940,40 @@ impl Sim {
             membership_changes_done: recorder.membership_changes_done,
             hand_offs: self.hand_offs,
             hand_offs_done: recorder.hand_offs_done,
+            damages: self.damages,
+            rejoins: self.rejoins,
             leaders: recorder.leaders.len() as u64,
             final_index: applied,
             simulated_ms: self.started.elapsed().as_millis() as u64,
             recovery_ms,
             net: self.net.counts(),
         })
+    }
+
+    /// Makes sure every damaged voter has been replaced by its new id.
+    async fn finish_replacements(&mut self) -> Result<(), String> {
+        let since = Instant::now();
+        for (old, new) in std::mem::take(&mut self.replacements) {
+            loop {
+                let voters = self.voters();
+                if !voters.contains(&old) && voters.contains(&new) {
+                    break;
+                }
+                if since.elapsed() > RECOVERY_BOUND {
+                    return Err(format!(
+                        "damaged node {old} was not replaced by {new} within {RECOVERY_BOUND:?}; {}",
+                        self.describe()
+                    ));
+                }
+                if let Some(leader) = self.leader() {
+                    let node = self.members[&new].clone();
+                    let _ = tokio::time::timeout(CLIENT_TIMEOUT, leader.replace_voter(old, new, node)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            self.event(&[33, old, new], "replaced");
+        }
+        Ok(())
     }
 
     /// Waits until every node has applied the same index, and checks that
