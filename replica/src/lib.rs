@@ -30,8 +30,8 @@ use farmlog_engine::io::Storage;
 use farmlog_engine::{Log, LogOptions};
 use meta::MetaFile;
 
-use farmlog_engine::log::format::framed_len;
-use farmlog_engine::log::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX};
+use farmlog_engine::log::format::{framed_len, INDEX_ENTRY_BYTES};
+use farmlog_engine::log::BATCH_RECORDS_MAX;
 use farmlog_engine::NewRecord;
 pub use log_store::{LogStore, ManualFlush, Retention};
 pub use state_machine::{Applied, StateMachine};
@@ -141,19 +141,22 @@ pub fn open_stores(
     Ok((log_store, state_machine))
 }
 
-/// Splits records into runs the engine takes in one append.
-pub(crate) fn chunks<'a, 'b>(records: &'b [NewRecord<'a>]) -> Vec<&'b [NewRecord<'a>]> {
+/// Splits records into runs the engine takes in one append: at most
+/// [`BATCH_RECORDS_MAX`] records and `bytes_max` bytes of footprint
+/// (framed records and their index entries) each. A record too large for
+/// any append still gets a run of its own, and the engine refuses it.
+pub(crate) fn chunks<'a, 'b>(records: &'b [NewRecord<'a>], bytes_max: u64) -> Vec<&'b [NewRecord<'a>]> {
     let mut chunks = Vec::new();
     let mut start = 0;
     let mut bytes = 0u64;
     for (at, record) in records.iter().enumerate() {
-        let framed = framed_len(record.payload.len()) as u64;
-        if at > start && (at - start == BATCH_RECORDS_MAX || bytes + framed > BATCH_BYTES_MAX) {
+        let footprint = (framed_len(record.payload.len()) + INDEX_ENTRY_BYTES) as u64;
+        if at > start && (at - start == BATCH_RECORDS_MAX || bytes + footprint > bytes_max) {
             chunks.push(&records[start..at]);
             start = at;
             bytes = 0;
         }
-        bytes += framed;
+        bytes += footprint;
     }
     chunks.push(&records[start..]);
     chunks

@@ -27,6 +27,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use farmlog_engine::log::BATCH_BYTES_MAX;
 use farmlog_engine::{FlushMode, Log, NewRecord};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogId, LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
@@ -306,7 +307,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .zip(&encoded)
             .map(|(entry, (kind, payload))| entry::new_record(entry, *kind, payload))
             .collect();
-        let chunks = crate::chunks(&records);
+        let chunks = crate::chunks(&records, log.append_bytes_max().min(BATCH_BYTES_MAX));
         let last = chunks.len() - 1;
         let mut callback = Some(callback);
         for (number, chunk) in chunks.into_iter().enumerate() {

@@ -370,6 +370,14 @@ impl Log {
         &self.shared.dir
     }
 
+    /// The most bytes one append may take: every record framed (header,
+    /// payload, padding) plus one index entry
+    /// ([`format::INDEX_ENTRY_BYTES`]) each. A larger append is refused:
+    /// one append never spans two segments.
+    pub fn append_bytes_max(&self) -> u64 {
+        segment::records_limit(self.shared.options.segment_bytes, 0) - format::RECORDS_OFFSET
+    }
+
     /// Who drives the group commit (see [`FlushMode`]).
     pub fn flush_mode(&self) -> FlushMode {
         self.shared.options.flush
