@@ -36,6 +36,7 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
     let mut totals = (0u64, 0u64, 0u64, 0u64);
     let mut changes = (0u64, 0u64, 0u64, 0u64);
     let mut damage = (0u64, 0u64);
+    let mut snapshots = (0u64, 0u64);
     for seed in first..first + count {
         let options = options_for(seed);
         let replay = format!("replay with: FARMLOG_SIM_SEED={seed} cargo test --release -p farmlog-replica --test sim");
@@ -55,10 +56,12 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
         changes.3 += report.hand_offs_done;
         damage.0 += report.damages;
         damage.1 += report.rejoins;
+        snapshots.0 += report.with_snapshot;
+        snapshots.1 += report.history_gaps;
     }
     println!(
         "{count} seeds from {first}: {} writes acknowledged, {} crashes, {} partitions, {} s simulated, \
-         {} of {} membership changes and {} of {} hand-offs completed, {} logs damaged, {} rejoins",
+         {} of {} membership changes and {} of {} hand-offs completed, {} logs damaged, {} rejoins; at the end {} nodes held a snapshot, {} were brought up by one",
         totals.0,
         totals.1,
         totals.2,
@@ -68,12 +71,15 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
         changes.3,
         changes.2,
         damage.0,
-        damage.1
+        damage.1,
+        snapshots.0,
+        snapshots.1
     );
     if count >= 100 {
         // The schedules must actually exercise what they claim to.
         assert!(changes.1 > 0, "no membership change completed in {count} seeds");
         assert!(changes.3 > 0, "no hand-off completed in {count} seeds");
         assert!(damage.1 > 0, "no damaged node rejoined in {count} seeds");
+        assert!(snapshots.1 > 0, "no node was brought up by a snapshot in {count} seeds");
     }
 }

@@ -56,7 +56,7 @@ use tokio::time::Instant;
 use super::net::{LinkFaults, NetCounts, SimNet};
 use crate::entry::MembershipRecord;
 use crate::node::{Node, RaftSettings};
-use crate::{runtime, ManualFlush, NodeId, ProposeError, StoreOptions};
+use crate::{runtime, LogStore, ManualFlush, NodeId, ProposeError, StoreOptions};
 use openraft::ChangeMembers;
 
 /// Once faults stop, a write must be accepted within this simulated time.
@@ -66,6 +66,10 @@ pub const RECOVERY_BOUND: Duration = Duration::from_secs(30);
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Each node start waits a delay drawn from `1..=TICK_JITTER_MS_MAX`.
 const TICK_JITTER_MS_MAX: u64 = 97;
+/// Snapshots are built often, and few entries are kept behind them, so
+/// that lagging and restarted nodes are brought up by snapshot + log.
+const SIM_SNAPSHOT_EVERY_ENTRIES: u64 = 16;
+const SIM_KEEP_BEHIND_SNAPSHOT: u64 = 4;
 /// A hand-off gives up after this long.
 pub const HAND_OFF_TIMEOUT: Duration = Duration::from_secs(5);
 /// A simulated disk sync takes up to this long.
@@ -122,6 +126,10 @@ pub struct SimReport {
     /// log damaged and rejoined as a new member.
     pub damages: u64,
     pub rejoins: u64,
+    /// At the end: nodes holding a snapshot, and nodes whose log starts
+    /// after index 0 (brought up by a snapshot; no history backfill yet).
+    pub with_snapshot: u64,
+    pub history_gaps: u64,
     pub leaders: u64,
     pub final_index: u64,
     pub simulated_ms: u64,
@@ -177,7 +185,7 @@ struct Recorder {
     max_read_applied: u64,
     /// The newest log of every node (a crashed node's stays, frozen as it
     /// was when power was lost).
-    logs: BTreeMap<NodeId, Arc<Log>>,
+    logs: BTreeMap<NodeId, LogStore>,
     writes: u64,
     hand_offs_done: u64,
     membership_changes_done: u64,
@@ -220,16 +228,38 @@ impl Recorder {
     /// on a quorum now. The quorum is that of a configuration the entry
     /// may have been committed under: the last membership at or before it,
     /// or any later one in the leader's log.
-    fn ack(&mut self, stamp: u64, place: Place, term: u64, verdict: &str, leader_log: &Log) {
+    fn ack(
+        &mut self,
+        stamp: u64,
+        place: Place,
+        term: u64,
+        verdict: &str,
+        leader_log: &Log,
+        fallback: Vec<BTreeSet<NodeId>>,
+    ) {
+        // Durable on a node: in its log, or below its purge point, which
+        // openraft moves only after a durable snapshot covers it.
         let durable: BTreeSet<NodeId> = self
             .logs
             .iter()
-            .filter(|(_, log)| {
-                log.durable_end() > place.index && log.read(place.index).is_ok_and(|record| record.term() == term)
+            .filter(|(_, store)| {
+                let log = store.log();
+                let in_log =
+                    log.durable_end() > place.index && log.read(place.index).is_ok_and(|record| record.term() == term);
+                let in_snapshot = store
+                    .raft_meta()
+                    .last_purged
+                    .is_some_and(|purged| purged.index >= place.index);
+                in_log || in_snapshot
             })
             .map(|(&id, _)| id)
             .collect();
-        let configs = memberships(leader_log, place.index);
+        // A leader brought up by a snapshot may have no membership record
+        // at or before the entry: the snapshot's membership stands for it.
+        let mut configs = memberships(leader_log, place.index);
+        if !has_membership_at_or_before(leader_log, place.index) {
+            configs.insert(0, fallback);
+        }
         let quorum = |voters: &BTreeSet<NodeId>| voters.intersection(&durable).count() > voters.len() / 2;
         let committed = configs.iter().any(|joint| joint.iter().all(quorum));
         if !committed {
@@ -264,6 +294,18 @@ fn memberships(log: &Log, index: u64) -> Vec<Vec<BTreeSet<NodeId>>> {
         configs.push(membership.get_joint_config().clone());
     }
     configs
+}
+
+/// Whether `log` holds a membership record at or before `index`.
+fn has_membership_at_or_before(log: &Log, index: u64) -> bool {
+    log.range(log.first_index()..=index)
+        .flatten()
+        .any(|record| record.kind() == kinds::MEMBERSHIP)
+}
+
+/// The voter sets of the membership `node` has applied.
+fn applied_membership(node: &Node) -> Vec<BTreeSet<NodeId>> {
+    node.read_local(|applier| applier.membership.membership().get_joint_config().clone())
 }
 
 type Shared = Arc<Mutex<Recorder>>;
@@ -349,9 +391,13 @@ impl Sim {
             seed,
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_5eed),
             net: SimNet::new(seed.wrapping_add(1)),
-            config: RaftSettings::default()
-                .config("sim")
-                .expect("the default settings are valid"),
+            config: RaftSettings {
+                snapshot_every_entries: SIM_SNAPSHOT_EVERY_ENTRIES,
+                keep_behind_snapshot: SIM_KEEP_BEHIND_SNAPSHOT,
+                ..RaftSettings::default()
+            }
+            .config("sim")
+            .expect("the simulation's settings are valid"),
             members,
             machines,
             machine_of,
@@ -443,7 +489,7 @@ impl Sim {
         };
         let node = Arc::new(node);
         self.net.attach(id, node.raft.clone());
-        lock(&self.recorder).logs.insert(id, node.log().clone());
+        lock(&self.recorder).logs.insert(id, node.log_store().clone());
         let mut metrics = node.raft.metrics();
         let recorder = self.recorder.clone();
         tokio::spawn(async move {
@@ -635,7 +681,7 @@ impl Sim {
         let up: Vec<NodeId> = voters.into_iter().filter(|id| self.nodes.contains_key(id)).collect();
         let Some(&id) = up.choose(&mut self.rng) else { return };
         // A durable record of its log, chosen before the power loss.
-        let log = lock(&self.recorder).logs[&id].clone();
+        let log = lock(&self.recorder).logs[&id].log().clone();
         let durable = log.first_index()..log.durable_end();
         let target = (!durable.is_empty())
             .then(|| self.rng.gen_range(durable))
@@ -729,7 +775,15 @@ impl Sim {
             match result {
                 Ok(Ok((place, outcome))) => {
                     let term = node.log().read(place.index).map(|record| record.term()).unwrap_or(0);
-                    recorder.ack(stamp, place, term, &format!("{:?}", outcome.verdict), node.log());
+                    let fallback = applied_membership(&node);
+                    recorder.ack(
+                        stamp,
+                        place,
+                        term,
+                        &format!("{:?}", outcome.verdict),
+                        node.log(),
+                        fallback,
+                    );
                 }
                 Ok(Err(ProposeError::NotLeader { .. })) => {
                     recorder.not_leader += 1;
@@ -912,7 +966,15 @@ impl Sim {
                     tokio::time::timeout(Duration::from_secs(1), node.propose(encoded)).await
                 {
                     let term = node.log().read(place.index).map(|record| record.term()).unwrap_or(0);
-                    lock(&self.recorder).ack(stamp, place, term, &format!("{:?}", outcome.verdict), node.log());
+                    let fallback = applied_membership(&node);
+                    lock(&self.recorder).ack(
+                        stamp,
+                        place,
+                        term,
+                        &format!("{:?}", outcome.verdict),
+                        node.log(),
+                        fallback,
+                    );
                     break healed.elapsed().as_millis() as u64;
                 }
             }
@@ -942,6 +1004,12 @@ impl Sim {
             hand_offs_done: recorder.hand_offs_done,
             damages: self.damages,
             rejoins: self.rejoins,
+            with_snapshot: self
+                .nodes
+                .values()
+                .filter(|node| node.raft.metrics().borrow().snapshot.is_some())
+                .count() as u64,
+            history_gaps: self.nodes.values().filter(|node| node.log().first_index() > 0).count() as u64,
             leaders: recorder.leaders.len() as u64,
             final_index: applied,
             simulated_ms: self.started.elapsed().as_millis() as u64,
@@ -1037,13 +1105,22 @@ impl Sim {
             .filter(|(id, _)| members.contains(id))
             .map(|(&id, node)| (id, node.log().clone()))
             .collect();
-        let (first_id, reference) = &logs[0];
+        // The reference is the log with the most history. A node brought
+        // up by a snapshot has no history before it (no backfill yet): its
+        // log is compared from where it starts.
+        let (first_id, reference) = logs
+            .iter()
+            .min_by_key(|(id, log)| (log.first_index(), *id))
+            .expect("a member");
         let mut stamps: HashMap<u64, Place> = HashMap::new();
         for index in reference.first_index()..=applied {
             let record = reference
                 .read(index)
                 .map_err(|error| format!("node {first_id} cannot read committed index {index}: {error}"))?;
-            for (id, log) in &logs[1..] {
+            for (id, log) in logs
+                .iter()
+                .filter(|(id, log)| id != first_id && index >= log.first_index())
+            {
                 let other = log
                     .read(index)
                     .map_err(|error| format!("node {id} cannot read committed index {index}: {error}"))?;
