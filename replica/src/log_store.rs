@@ -110,6 +110,15 @@ impl LogStore {
         manual_flush: ManualFlush,
     ) -> Result<Self, crate::Error> {
         let meta = meta_file.load()?;
+        // A purge past the end of the log (after installing a snapshot ahead
+        // of it) stores the purge point first, then empties the log: a crash
+        // between the two leaves a log that ends before the purge point.
+        // Finish that purge, so that the log continues after it.
+        if let Some(purged) = meta.last_purged {
+            if log.next_index() <= purged.index {
+                log.purge_before(purged.index + 1)?;
+            }
+        }
         let flush_wanted = (log.flush_mode() == FlushMode::Manual).then(|| Arc::new(Notify::new()));
         Ok(Self {
             inner: Arc::new(Inner {
