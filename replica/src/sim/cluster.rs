@@ -525,7 +525,7 @@ impl Sim {
     }
 
     /// Nodes that stopped themselves (their scrub found damage, or a
-    /// storage error stopped Raft) count as down, to be restarted.
+    /// storage error stopped Raft) go down, to be restarted.
     async fn stop_stopped(&mut self) {
         let stopped: Vec<NodeId> = self
             .nodes
@@ -534,11 +534,10 @@ impl Sim {
             .map(|(&id, _)| id)
             .collect();
         for id in stopped {
-            if let Some(node) = self.nodes.remove(&id) {
-                self.net.detach(id);
-                node.shutdown().await;
-                self.event(&[18, id], "stopped itself");
-            }
+            // Its process exits: modelled as a power loss, which also
+            // releases the directory lock its log still holds.
+            self.event(&[18, id], "stopped itself");
+            self.crash(id).await;
         }
     }
 
