@@ -199,12 +199,12 @@ impl SimNet {
             });
         }
         let exchange = async {
-            tokio::time::sleep(fate.request_delay).await;
+            pause(fate.request_delay).await;
             if fate.dropped {
                 std::future::pending::<()>().await;
             }
             let result = deliver(raft, request).await;
-            tokio::time::sleep(fate.response_delay).await;
+            pause(fate.response_delay).await;
             if fate.response_dropped {
                 std::future::pending::<()>().await;
             }
@@ -216,6 +216,15 @@ impl SimNet {
             Ok(Err(error)) => Err(RPCError::RemoteError(RemoteError::new(to, error))),
             Err(_) => Err(unreachable("no answer before the timeout")),
         }
+    }
+}
+
+/// Waits `delay`; a zero delay does not wait at all (tokio would round a
+/// zero sleep up to its next 1 ms timer tick, which a network with no
+/// faults must not add to every message).
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
 }
 
