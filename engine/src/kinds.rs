@@ -23,6 +23,9 @@ pub const BLANK: u16 = 3;
 /// A cluster membership change, written by the replication layer; its
 /// payload format belongs to `farmlog-replica`. The state machine skips it.
 pub const MEMBERSHIP: u16 = 4;
+/// A Raft entry moving the cluster's command schema version (replica):
+/// a little-endian u16, then six zero bytes.
+pub const SCHEMA: u16 = 5;
 
 /// The name of a known tag, for tools.
 pub fn name(kind: u16) -> Option<&'static str> {
@@ -32,6 +35,7 @@ pub fn name(kind: u16) -> Option<&'static str> {
         COMMAND_BATCH => Some("commands"),
         BLANK => Some("blank"),
         MEMBERSHIP => Some("membership"),
+        SCHEMA => Some("schema"),
         _ => None,
     }
 }

@@ -1,11 +1,12 @@
 //! Raft entries as engine records: one entry is one record, written and
 //! synced once.
 //!
-//! | entry payload | record type            | record payload                  |
-//! |---------------|------------------------|---------------------------------|
-//! | `Normal`      | `kinds::COMMAND_BATCH` | the command batch, as proposed  |
-//! | `Blank`       | `kinds::BLANK`         | empty                           |
-//! | `Membership`  | `kinds::MEMBERSHIP`    | [`MembershipRecord`], rkyv      |
+//! | entry payload       | record type            | record payload                 |
+//! |---------------------|------------------------|--------------------------------|
+//! | `Normal` (commands) | `kinds::COMMAND_BATCH` | the command batch, as proposed |
+//! | `Normal` (schema)   | `kinds::SCHEMA`        | u16 version, six zero bytes    |
+//! | `Blank`             | `kinds::BLANK`         | empty                          |
+//! | `Membership`        | `kinds::MEMBERSHIP`    | [`MembershipRecord`], rkyv     |
 //!
 //! The record header carries the entry's index and term. With openraft's
 //! `single-term-leader` a log id is exactly (term, index), so nothing of
@@ -27,24 +28,31 @@ pub const MEMBERSHIP_NODES_MAX: usize = 64;
 /// Longest node address, in bytes.
 pub const NODE_ADDRESS_BYTES_MAX: usize = 256;
 
-/// A proposed command batch: the payload of a normal entry. Read from the
-/// log, it borrows the record's bytes in place (no copy).
+/// The payload of a normal entry. A command batch read from the log
+/// borrows the record's bytes in place (no copy).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Proposal(pub Bytes);
+pub enum Proposal {
+    /// A command batch (`engine::state::batch`): clients' commands.
+    Commands(Bytes),
+    /// Moves the cluster's command schema version (see [`crate::schema`]).
+    Schema(u16),
+}
 
 impl std::fmt::Debug for Proposal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Proposal({} bytes)", self.0.len())
+        match self {
+            Self::Commands(bytes) => write!(f, "Commands({} bytes)", bytes.len()),
+            Self::Schema(version) => write!(f, "Schema({version})"),
+        }
     }
 }
 
 impl From<Vec<u8>> for Proposal {
     fn from(bytes: Vec<u8>) -> Self {
-        Self(Bytes::from(bytes))
+        Self::Commands(Bytes::from(bytes))
     }
 }
 
-/// A membership as stored in a record.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MembershipRecord {
     /// One voter set, or two during a joint change; each sorted.
@@ -60,6 +68,8 @@ pub enum EntryError {
     Kind { index: u64, kind: u16 },
     #[error("record {index}: membership is damaged: {reason}")]
     Membership { index: u64, reason: String },
+    #[error("record {index}: schema version entry is damaged: {reason}")]
+    Schema { index: u64, reason: String },
 }
 
 impl MembershipRecord {
@@ -125,7 +135,11 @@ impl MembershipRecord {
 /// The record an entry is stored as: its type and payload bytes.
 pub fn to_record(entry: &Entry) -> (u16, Bytes) {
     match &entry.payload {
-        EntryPayload::Normal(proposal) => (kinds::COMMAND_BATCH, proposal.0.clone()),
+        EntryPayload::Normal(Proposal::Commands(batch)) => (kinds::COMMAND_BATCH, batch.clone()),
+        EntryPayload::Normal(Proposal::Schema(version)) => (
+            kinds::SCHEMA,
+            Bytes::copy_from_slice(&crate::schema::encode_entry(*version)),
+        ),
         EntryPayload::Blank => (kinds::BLANK, Bytes::new()),
         EntryPayload::Membership(membership) => (
             kinds::MEMBERSHIP,
@@ -159,7 +173,10 @@ pub fn from_record(record: Record) -> Result<Entry, EntryError> {
     let index = record.index();
     let log_id = log_id(record.term(), index);
     let payload = match record.kind() {
-        kinds::COMMAND_BATCH => EntryPayload::Normal(Proposal(Bytes::from_owner(RecordBytes(record)))),
+        kinds::COMMAND_BATCH => EntryPayload::Normal(Proposal::Commands(Bytes::from_owner(RecordBytes(record)))),
+        kinds::SCHEMA => EntryPayload::Normal(Proposal::Schema(
+            crate::schema::decode_entry(record.payload()).map_err(|reason| EntryError::Schema { index, reason })?,
+        )),
         kinds::BLANK => EntryPayload::Blank,
         kinds::MEMBERSHIP => EntryPayload::Membership(
             MembershipRecord::decode(record.payload()).map_err(|reason| EntryError::Membership { index, reason })?,

@@ -17,6 +17,7 @@ pub mod meta;
 pub mod node;
 pub mod proposer;
 pub mod runtime;
+pub mod schema;
 pub mod scrub;
 pub mod sim;
 pub mod state_machine;
@@ -39,6 +40,7 @@ pub use state_machine::{Applied, StateMachine};
 pub use entry::Proposal;
 pub use node::{MembershipError, Node, RaftSettings, ReadError};
 pub use proposer::{ProposeError, Proposer};
+pub use schema::{SchemaError, SchemaSupport};
 pub use transport::{Network, Transport};
 
 /// A node's id in the cluster.
@@ -73,6 +75,8 @@ pub enum Error {
     Gap { expected: u64, found: u64 },
     #[error(transparent)]
     Snapshot(#[from] state_machine::SnapshotFileError),
+    #[error(transparent)]
+    Schema(#[from] schema::SchemaUnsupported),
     #[error("bad Raft configuration: {reason}")]
     Config { reason: String },
     #[error("Raft could not start: {reason}")]
@@ -98,6 +102,9 @@ pub struct StoreOptions {
     pub verify_at_open: bool,
     /// The background scrub's rate in bytes per second; 0 turns it off.
     pub scrub_bytes_per_second: u64,
+    /// The command schema versions this node applies and reports (this
+    /// build's, unless a test plays an older or newer build).
+    pub schema_support: schema::SchemaSupport,
 }
 
 impl Default for StoreOptions {
@@ -111,6 +118,7 @@ impl Default for StoreOptions {
             manual_flush: ManualFlush::default(),
             verify_at_open: false,
             scrub_bytes_per_second: scrub::SCRUB_BYTES_PER_SECOND_DEFAULT,
+            schema_support: schema::SchemaSupport::BUILD,
         }
     }
 }
@@ -137,7 +145,7 @@ pub fn open_stores(
         options.retention,
         options.manual_flush,
     )?;
-    let state_machine = StateMachine::open(storage, &dir.join(SNAPSHOT_DIR))?;
+    let state_machine = StateMachine::open(storage, &dir.join(SNAPSHOT_DIR), options.schema_support)?;
     Ok((log_store, state_machine))
 }
 

@@ -20,9 +20,10 @@ use tokio::task::JoinHandle;
 use crate::scrub::{self, ScrubStatus};
 
 use crate::proposer::{ProposeError, Proposer};
+use crate::schema::{SchemaError, SchemaSupport};
 use crate::state_machine::Applier;
 use crate::transport::{Network, Transport};
-use crate::{open_stores, Error, LogStore, NodeId, Raft, StoreOptions};
+use crate::{open_stores, Error, LogStore, NodeId, Proposal, Raft, StoreOptions};
 
 /// Heartbeat interval.
 pub const HEARTBEAT_MS_DEFAULT: u64 = 50;
@@ -109,8 +110,13 @@ pub enum MembershipError {
 /// margin, is how long a hand-off waits before the target may be elected.
 pub const HAND_OFF_LEASE_MARGIN_MS: u64 = 50;
 
-type Elect =
-    Arc<dyn Fn(NodeId, BasicNode, Duration) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+/// A call to one peer, its transport's type erased.
+type PeerCall<R> =
+    Arc<dyn Fn(NodeId, BasicNode, Duration) -> Pin<Box<dyn Future<Output = Result<R, String>> + Send>> + Send + Sync>;
+type Elect = PeerCall<()>;
+
+/// How long a node may take to say which schema versions it supports.
+pub const SCHEMA_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running node.
 pub struct Node {
@@ -118,6 +124,8 @@ pub struct Node {
     pub raft: Raft,
     proposer: Proposer,
     elect: Elect,
+    probe_schema: PeerCall<SchemaSupport>,
+    schema_support: SchemaSupport,
     applied: Arc<RwLock<Applier>>,
     log_store: LogStore,
     flusher: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -144,6 +152,7 @@ impl Node {
             Error::Damaged { what }
         };
         let scrub_rate = store_options.scrub_bytes_per_second;
+        let schema_support = store_options.schema_support;
         let verify = store_options.verify_at_open;
         let (log_store, state_machine) = match open_stores(storage.clone(), dir, store_options) {
             Err(Error::Engine(error)) if error.corruption().is_some() => return Err(damaged(error.to_string())),
@@ -169,12 +178,24 @@ impl Node {
                 })
             })
         };
+        let probe_schema: PeerCall<SchemaSupport> = {
+            let network = network.clone();
+            Arc::new(move |target, node, timeout| {
+                let network = network.clone();
+                Box::pin(async move {
+                    network
+                        .schema_support(target, &node, timeout)
+                        .await
+                        .map_err(|error| error.to_string())
+                })
+            })
+        };
         let raft = Raft::new(id, config, network, log_store.clone(), state_machine)
             .await
             .map_err(|error| Error::Raft {
                 reason: error.to_string(),
             })?;
-        let proposer = Proposer::start(raft.clone());
+        let proposer = Proposer::start(raft.clone(), applied.clone());
         let (status, scrub_status) = watch::channel(ScrubStatus::default());
         let scrubber = (scrub_rate > 0).then(|| {
             let (log, raft, dir) = (log_store.log().clone(), raft.clone(), dir.to_path_buf());
@@ -190,6 +211,8 @@ impl Node {
             raft,
             proposer,
             elect,
+            probe_schema,
+            schema_support,
             applied,
             log_store,
             flusher: std::sync::Mutex::new(flusher),
@@ -258,9 +281,79 @@ impl Node {
         }
     }
 
+    /// The command schema versions this node applies.
+    pub fn schema_support(&self) -> SchemaSupport {
+        self.schema_support
+    }
+
+    /// The cluster's command schema version, as applied here.
+    pub fn cluster_schema(&self) -> u16 {
+        self.read_local(|applier| applier.cluster_schema)
+    }
+
+    /// Moves the cluster to command schema `version` (leader only), once
+    /// every member, voter or learner, says it supports it: see
+    /// [`crate::schema`]. Returns when the change is committed and applied
+    /// here; commands of `version` are accepted from then on. Moving to
+    /// the current version does nothing.
+    pub async fn upgrade_schema(&self, version: u16) -> Result<(), SchemaError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.id) {
+            return Err(SchemaError::NotLeader {
+                leader: metrics.current_leader,
+            });
+        }
+        let current = self.cluster_schema();
+        if version <= current {
+            return match version == current {
+                true => Ok(()),
+                false => Err(SchemaError::Backwards {
+                    current,
+                    asked: version,
+                }),
+            };
+        }
+        for (&id, node) in metrics.membership_config.membership().nodes() {
+            let support = match id == self.id {
+                true => self.schema_support,
+                false => (self.probe_schema)(id, node.clone(), SCHEMA_PROBE_TIMEOUT)
+                    .await
+                    .map_err(|reason| SchemaError::Unreachable { node: id, reason })?,
+            };
+            if !support.contains(version) {
+                return Err(SchemaError::Unsupported {
+                    node: id,
+                    support,
+                    asked: version,
+                });
+            }
+        }
+        match self.raft.client_write(Proposal::Schema(version)).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(SchemaError::NotLeader {
+                leader: forward.leader_id,
+            }),
+            Err(error) => Err(SchemaError::NotCommitted {
+                reason: error.to_string(),
+            }),
+        }
+    }
+
     /// Adds a node as a learner and waits until it has caught up with the
-    /// log (leader only). The node must be running and reachable.
+    /// log (leader only). The node must be running and reachable, and
+    /// support the cluster's command schema version.
     pub async fn add_learner(&self, id: NodeId, node: BasicNode) -> Result<(), MembershipError> {
+        let cluster = self.cluster_schema();
+        let support = (self.probe_schema)(id, node.clone(), SCHEMA_PROBE_TIMEOUT)
+            .await
+            .map_err(|reason| MembershipError::Refused {
+                reason: format!("node {id} did not say which schema versions it supports: {reason}"),
+            })?;
+        if !support.contains(cluster) {
+            return Err(MembershipError::Refused {
+                reason: format!("node {id} supports schema versions {support}, not the cluster's {cluster}"),
+            });
+        }
         self.raft
             .add_learner(id, node, true)
             .await

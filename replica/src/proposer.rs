@@ -11,14 +11,17 @@
 //! at once; commands arriving meanwhile wait and go together in the next.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use farmlog_engine::state::batch::{BatchBuilder, EncodedCommand};
 use farmlog_engine::state::outcome::Outcome;
 use farmlog_engine::state::Place;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::state_machine::Applier;
 use crate::{NodeId, Proposal, Raft};
 
 /// Commands waiting for the proposer, at most; further clients wait.
@@ -27,6 +30,12 @@ pub const QUEUE_COMMANDS_MAX: usize = 16 << 10;
 pub const ENTRY_COMMANDS_MAX: usize = 4096;
 /// Entries proposed and not yet applied, at most.
 pub const ENTRIES_IN_FLIGHT_MAX: usize = 4;
+/// Once this node stops leading, an entry's outcome is awaited at most
+/// this much longer before its clients are told it is unknown: openraft
+/// 0.9 never answers a write whose entry a snapshot installed here
+/// covered, and such a write must not hold its slot (or its clients)
+/// forever.
+pub const OUTCOME_WAIT_AFTER_STEP_DOWN: Duration = Duration::from_secs(10);
 
 /// Why a command has no outcome.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +55,18 @@ pub enum ProposeError {
     /// The command does not fit in an entry on its own.
     #[error("the command is too large for one entry")]
     TooLarge,
+    /// The command is written in a schema version the cluster has not
+    /// moved to yet (see `crate::schema`); nothing was written.
+    #[error("the command is in schema version {command}, but the cluster is still at {cluster}")]
+    SchemaNotEnabled { command: u16, cluster: u16 },
+}
+
+/// Refuses a command of a schema version above the cluster's.
+pub fn check_schema(command: u16, cluster: u16) -> Result<(), ProposeError> {
+    match command <= cluster {
+        true => Ok(()),
+        false => Err(ProposeError::SchemaNotEnabled { command, cluster }),
+    }
 }
 
 struct Pending {
@@ -57,6 +78,8 @@ struct Pending {
 #[derive(Clone)]
 pub struct Proposer {
     queue: mpsc::Sender<Pending>,
+    /// The applied state: its cluster schema version gates commands.
+    applied: Arc<RwLock<Applier>>,
     /// 0, or 1 + the node leadership is being handed to: while set, new
     /// commands are refused with that node as the leader to ask.
     handing_to: Arc<AtomicU64>,
@@ -64,11 +87,12 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the proposer's task on the current runtime.
-    pub fn start(raft: Raft) -> Self {
+    pub fn start(raft: Raft, applied: Arc<RwLock<Applier>>) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_COMMANDS_MAX);
         tokio::spawn(run(raft, receiver));
         Self {
             queue,
+            applied,
             handing_to: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -93,6 +117,12 @@ impl Proposer {
                 leader: Some(handing_to - 1),
             });
         }
+        let cluster = self
+            .applied
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .cluster_schema;
+        check_schema(command.view().schema_version.to_native(), cluster)?;
         let (reply, outcome) = oneshot::channel();
         let stopped = || ProposeError::Unknown {
             reason: "the proposer stopped".into(),
@@ -142,8 +172,36 @@ async fn run(raft: Raft, mut receiver: mpsc::Receiver<Pending>) {
         }
         let raft = raft.clone();
         tokio::spawn(async move {
-            let result = raft.client_write(Proposal::from(batch.finish())).await;
+            let mut metrics = raft.metrics();
+            let write = raft.client_write(Proposal::from(batch.finish()));
+            tokio::pin!(write);
+            let stepped_down = async {
+                while metrics.borrow_and_update().state == ServerState::Leader {
+                    if metrics.changed().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            let early = tokio::select! {
+                result = &mut write => Some(result),
+                () = stepped_down => None,
+            };
             drop(permit);
+            let result = match early {
+                Some(result) => result,
+                None => match tokio::time::timeout(OUTCOME_WAIT_AFTER_STEP_DOWN, write).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        let unknown = ProposeError::Unknown {
+                            reason: "this node stopped leading and the entry's outcome did not arrive".into(),
+                        };
+                        for reply in replies {
+                            let _ = reply.send(Err(unknown.clone()));
+                        }
+                        return;
+                    }
+                },
+            };
             answer(result, replies);
         });
     }
@@ -177,5 +235,20 @@ fn answer(result: WriteResult, replies: Vec<oneshot::Sender<Result<(Place, Outco
                 let _ = reply.send(Err(error.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_above_the_cluster_schema_is_refused() {
+        assert_eq!(check_schema(1, 1), Ok(()));
+        assert_eq!(check_schema(1, 2), Ok(()));
+        assert_eq!(
+            check_schema(2, 1),
+            Err(ProposeError::SchemaNotEnabled { command: 2, cluster: 1 })
+        );
     }
 }

@@ -21,15 +21,18 @@
 //!
 //! ```text
 //!  0  u32  magic "FLRS"
-//!  4  u16  format version (1)
+//!  4  u16  format version (2; version 1 had no schema version and
+//!           its crc did not cover bytes 48..64)
 //!  6  u16  flags: 1 last log id present, 2 membership log id present
 //!  8  u64  last log id term
 //! 16  u64  last log id index
 //! 24  u64  membership log id term
 //! 32  u64  membership log id index
 //! 40  u32  membership record length (M)
-//! 44  u32  crc32 of bytes 0..44 and of the membership record
-//! 48  [u8; 16] reserved, zero
+//! 44  u32  crc32 of bytes 0..44, of bytes 48..64 and of the membership
+//!           record
+//! 48  u16  the cluster's command schema version (`crate::schema`)
+//! 50  [u8; 14] reserved, zero
 //! 64  M bytes   membership record (entry::MembershipRecord)
 //! 64+M …        the state's snapshot
 //! ```
@@ -48,7 +51,8 @@ use openraft::{
     StoredMembership,
 };
 
-use crate::entry::{self, MembershipRecord};
+use crate::entry::{self, MembershipRecord, Proposal};
+use crate::schema::{SchemaSupport, SchemaUnsupported, CLUSTER_SCHEMA_INITIAL};
 use crate::{Entry, NodeId, TypeConfig};
 
 /// Snapshot files kept on disk, newest first.
@@ -57,7 +61,9 @@ pub const SNAPSHOTS_KEPT: usize = 2;
 pub const SNAPSHOT_BYTES_MAX: u64 = 64 << 30;
 
 const ENVELOPE_MAGIC: u32 = u32::from_le_bytes(*b"FLRS");
-const ENVELOPE_VERSION: u16 = 1;
+const ENVELOPE_VERSION: u16 = 2;
+/// Envelopes without the schema version, still read.
+const ENVELOPE_VERSION_1: u16 = 1;
 const ENVELOPE_BYTES: usize = 64;
 const FLAG_LAST: u16 = 1;
 const FLAG_MEMBERSHIP: u16 = 2;
@@ -78,6 +84,19 @@ pub struct Applier {
     pub state: State,
     pub applied: Option<LogId<NodeId>>,
     pub membership: StoredMembership<NodeId, BasicNode>,
+    /// The cluster's command schema version (see [`crate::schema`]).
+    pub cluster_schema: u16,
+}
+
+impl Applier {
+    fn empty() -> Self {
+        Self {
+            state: State::new(),
+            applied: None,
+            membership: StoredMembership::default(),
+            cluster_schema: CLUSTER_SCHEMA_INITIAL,
+        }
+    }
 }
 
 /// Why a snapshot file cannot be used.
@@ -103,25 +122,33 @@ pub enum SnapshotFileError {
 pub struct StateMachine {
     shared: Arc<RwLock<Applier>>,
     files: Arc<SnapshotFiles>,
+    support: SchemaSupport,
 }
 
 impl StateMachine {
     /// Opens the state machine: the newest snapshot in `dir` if there is
     /// one (openraft then re-applies the committed entries after it),
     /// else an empty state.
-    pub fn open(storage: Arc<dyn Storage>, dir: &Path) -> Result<Self, crate::Error> {
+    ///
+    /// `support` is what this node applies: an entry or a snapshot that
+    /// moves the cluster past it stops the node with
+    /// [`SchemaUnsupported`].
+    pub fn open(storage: Arc<dyn Storage>, dir: &Path, support: SchemaSupport) -> Result<Self, crate::Error> {
         let files = Arc::new(SnapshotFiles::open(storage, dir)?);
         let applier = match files.newest()? {
             Some((name, bytes)) => decode(&name, &bytes)?.0,
-            None => Applier {
-                state: State::new(),
-                applied: None,
-                membership: StoredMembership::default(),
-            },
+            None => Applier::empty(),
         };
+        if !support.contains(applier.cluster_schema) {
+            return Err(crate::Error::Schema(SchemaUnsupported {
+                version: applier.cluster_schema,
+                support,
+            }));
+        }
         Ok(Self {
             shared: Arc::new(RwLock::new(applier)),
             files,
+            support,
         })
     }
 
@@ -181,10 +208,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let index = entry.log_id.index;
             let fail = |error: farmlog_engine::state::ApplyError| StorageIOError::apply(entry.log_id, &error);
             let outcomes = match &entry.payload {
-                EntryPayload::Normal(proposal) => applier
+                EntryPayload::Normal(Proposal::Commands(batch)) => applier
                     .state
-                    .apply(index, farmlog_engine::kinds::COMMAND_BATCH, &proposal.0)
+                    .apply(index, farmlog_engine::kinds::COMMAND_BATCH, batch)
                     .map_err(fail)?,
+                EntryPayload::Normal(Proposal::Schema(version)) => {
+                    if !self.support.contains(*version) {
+                        let error = SchemaUnsupported {
+                            version: *version,
+                            support: self.support,
+                        };
+                        tracing::error!(%error, index, "this node cannot follow the cluster");
+                        return Err(StorageIOError::apply(entry.log_id, &error).into());
+                    }
+                    applier.state.skip(index).map_err(fail)?;
+                    // Only forward: a stale proposal to an older version
+                    // changes nothing.
+                    applier.cluster_schema = applier.cluster_schema.max(*version);
+                    Vec::new()
+                }
                 EntryPayload::Blank => {
                     applier.state.skip(index).map_err(fail)?;
                     Vec::new()
@@ -222,6 +264,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let signature = Some(meta.signature());
         let (applier, _) = decode(&meta.snapshot_id, &bytes)
             .map_err(|error| StorageIOError::read_snapshot(signature.clone(), &error))?;
+        if !self.support.contains(applier.cluster_schema) {
+            let error = SchemaUnsupported {
+                version: applier.cluster_schema,
+                support: self.support,
+            };
+            return Err(StorageIOError::read_snapshot(signature, &error).into());
+        }
         if applier.applied != meta.last_log_id || applier.membership != meta.last_membership {
             let error = SnapshotFileError::Damaged {
                 name: meta.snapshot_id.clone(),
@@ -290,8 +339,10 @@ pub fn encode(applier: &Applier) -> Vec<u8> {
     bytes[4..6].copy_from_slice(&ENVELOPE_VERSION.to_le_bytes());
     bytes[6..8].copy_from_slice(&flags.to_le_bytes());
     bytes[40..44].copy_from_slice(&(membership.len() as u32).to_le_bytes());
+    bytes[48..50].copy_from_slice(&applier.cluster_schema.to_le_bytes());
     let mut crc = crc32fast::Hasher::new();
     crc.update(&bytes[..44]);
+    crc.update(&bytes[48..ENVELOPE_BYTES]);
     crc.update(&membership);
     bytes[44..48].copy_from_slice(&crc.finalize().to_le_bytes());
     bytes.extend_from_slice(&membership);
@@ -315,9 +366,9 @@ pub fn decode(name: &str, bytes: &[u8]) -> Result<(Applier, String), SnapshotFil
         return Err(damaged("bad magic".into()));
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != ENVELOPE_VERSION {
+    if version != ENVELOPE_VERSION && version != ENVELOPE_VERSION_1 {
         return Err(damaged(format!(
-            "envelope version {version}, this build reads {ENVELOPE_VERSION}"
+            "envelope version {version}, this build reads {ENVELOPE_VERSION_1} and {ENVELOPE_VERSION}"
         )));
     }
     let flags = u16::from_le_bytes([bytes[6], bytes[7]]);
@@ -328,6 +379,9 @@ pub fn decode(name: &str, bytes: &[u8]) -> Result<(Applier, String), SnapshotFil
         .ok_or_else(|| damaged(format!("membership of {membership_len} bytes runs past the end")))?;
     let mut crc = crc32fast::Hasher::new();
     crc.update(&bytes[..44]);
+    if version != ENVELOPE_VERSION_1 {
+        crc.update(&bytes[48..ENVELOPE_BYTES]);
+    }
     crc.update(&bytes[ENVELOPE_BYTES..state_at]);
     if crc.finalize() != u32_at(44) {
         return Err(damaged("envelope crc mismatch".into()));
@@ -345,10 +399,18 @@ pub fn decode(name: &str, bytes: &[u8]) -> Result<(Applier, String), SnapshotFil
             state.last_applied()
         )));
     }
+    let cluster_schema = match version {
+        ENVELOPE_VERSION_1 => CLUSTER_SCHEMA_INITIAL,
+        _ => u16::from_le_bytes([bytes[48], bytes[49]]),
+    };
+    if cluster_schema == 0 {
+        return Err(damaged("cluster schema version 0".into()));
+    }
     let applier = Applier {
         state,
         applied,
         membership: StoredMembership::new(membership_at, membership),
+        cluster_schema,
     };
     Ok((applier, snapshot_name(applied)))
 }

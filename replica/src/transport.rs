@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -19,7 +19,7 @@ use openraft::raft::{
 };
 use openraft::BasicNode;
 
-use crate::{NodeId, TypeConfig};
+use crate::{NodeId, SchemaSupport, TypeConfig};
 
 /// The error of one call.
 pub type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
@@ -53,6 +53,14 @@ pub trait Transport: Send + Sync + 'static {
 
     /// One chunk of a snapshot (openraft sends a snapshot in chunks of at
     /// most `Config::snapshot_max_chunk_size` bytes).
+    /// Asks a node which command schema versions it applies.
+    fn schema_support(
+        &self,
+        target: NodeId,
+        node: &BasicNode,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<SchemaSupport, RpcError>> + Send;
+
     fn install_snapshot(
         &self,
         target: NodeId,
@@ -86,6 +94,16 @@ impl<T: Transport> Network<T> {
     pub async fn elect(&self, target: NodeId, node: &BasicNode, timeout: Duration) -> Result<(), RpcError> {
         self.transport.elect(target, node, timeout).await
     }
+
+    /// See [`Transport::schema_support`].
+    pub async fn schema_support(
+        &self,
+        target: NodeId,
+        node: &BasicNode,
+        timeout: Duration,
+    ) -> Result<SchemaSupport, RpcError> {
+        self.transport.schema_support(target, node, timeout).await
+    }
 }
 
 /// One peer, as openraft sees it.
@@ -113,6 +131,7 @@ impl<T: Transport> RaftNetwork<TypeConfig> for Peer<T> {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        check_append_entries(&request).map_err(|malformed| RPCError::Network(NetworkError::new(&malformed)))?;
         self.transport
             .append_entries(self.target, &self.node, request, option.soft_ttl())
             .await
@@ -136,5 +155,78 @@ impl<T: Transport> RaftNetwork<TypeConfig> for Peer<T> {
         self.transport
             .vote(self.target, &self.node, request, option.soft_ttl())
             .await
+    }
+}
+
+/// An AppendEntries request whose entries do not continue its
+/// `prev_log_id` one by one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("malformed AppendEntries: entry {found} where {expected} should follow the previous log id")]
+pub struct MalformedAppend {
+    pub expected: u64,
+    pub found: u64,
+}
+
+/// Checks that a request's entries are consecutive and continue its
+/// `prev_log_id`. Every request is checked before it is sent, and a
+/// receiver may check again before handing it to openraft.
+///
+/// openraft 0.9 can build a request that breaks this: a replication
+/// stream that outlives its leadership reads a range whose start was
+/// purged meanwhile, and the reader (as openraft's storage contract
+/// requires) returns only the entries after the purge point. A follower
+/// that accepted such a request would believe it holds the missing
+/// entries. Refused as a network error, the request is retried by
+/// openraft from its current state, or dropped with the stale stream.
+pub fn check_append_entries(request: &AppendEntriesRequest<TypeConfig>) -> Result<(), MalformedAppend> {
+    let first = request.prev_log_id.map_or(0, |prev| prev.index + 1);
+    for (expected, entry) in (first..).zip(&request.entries) {
+        if entry.log_id.index != expected {
+            return Err(MalformedAppend {
+                expected,
+                found: entry.log_id.index,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{EntryPayload, Vote};
+
+    use super::*;
+    use crate::entry::log_id;
+    use crate::Entry;
+
+    fn request(prev: Option<u64>, indexes: &[u64]) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: prev.map(|index| log_id(1, index)),
+            leader_commit: None,
+            entries: indexes
+                .iter()
+                .map(|&index| Entry {
+                    log_id: log_id(2, index),
+                    payload: EntryPayload::Blank,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn entries_must_continue_the_previous_log_id() {
+        assert_eq!(check_append_entries(&request(None, &[0, 1, 2])), Ok(()));
+        assert_eq!(check_append_entries(&request(Some(11), &[12, 13])), Ok(()));
+        assert_eq!(check_append_entries(&request(Some(11), &[])), Ok(()));
+        // What a stale stream sent after a purge (seed 3285).
+        assert_eq!(
+            check_append_entries(&request(None, &[12, 13])),
+            Err(MalformedAppend { expected: 0, found: 12 })
+        );
+        assert_eq!(
+            check_append_entries(&request(Some(4), &[5, 7])),
+            Err(MalformedAppend { expected: 6, found: 7 })
+        );
     }
 }

@@ -42,7 +42,7 @@ async fn start(net: &Arc<SimNet>, id: u64, settings: &RaftSettings) -> Arc<Node>
     )
     .await
     .unwrap();
-    net.attach(id, node.raft.clone());
+    net.attach(&node);
     Arc::new(node)
 }
 

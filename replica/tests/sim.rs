@@ -27,7 +27,16 @@ fn options_for(seed: u64) -> SimOptions {
 #[test]
 fn seeds_keep_every_guarantee_and_repeat_exactly() {
     let (first, count) = match env("FARMLOG_SIM_SEED") {
-        Some(seed) => (seed, 1),
+        Some(seed) => {
+            // A replay may show the nodes' own logs: RUST_LOG=openraft=debug.
+            if std::env::var_os("RUST_LOG").is_some() {
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                    .with_writer(std::io::stderr)
+                    .try_init();
+            }
+            (seed, 1)
+        }
         None => (
             env("FARMLOG_SIM_FIRST_SEED").unwrap_or(0),
             env("FARMLOG_SIM_SEEDS").unwrap_or(200),
@@ -37,6 +46,7 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
     let mut changes = (0u64, 0u64, 0u64, 0u64);
     let mut damage = (0u64, 0u64);
     let mut snapshots = (0u64, 0u64);
+    let mut schema = (0u64, 0u64);
     for seed in first..first + count {
         let options = options_for(seed);
         let replay = format!("replay with: FARMLOG_SIM_SEED={seed} cargo test --release -p farmlog-replica --test sim");
@@ -58,10 +68,12 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
         damage.1 += report.rejoins;
         snapshots.0 += report.with_snapshot;
         snapshots.1 += report.history_gaps;
+        schema.0 += report.schema_upgrades;
+        schema.1 += report.schema_upgrades_done;
     }
     println!(
         "{count} seeds from {first}: {} writes acknowledged, {} crashes, {} partitions, {} s simulated, \
-         {} of {} membership changes and {} of {} hand-offs completed, {} logs damaged, {} rejoins; at the end {} nodes held a snapshot, {} were brought up by one",
+         {} of {} membership changes, {} of {} hand-offs and {} of {} schema moves completed, {} logs damaged, {} rejoins; at the end {} nodes held a snapshot, {} were brought up by one",
         totals.0,
         totals.1,
         totals.2,
@@ -70,6 +82,8 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
         changes.0,
         changes.3,
         changes.2,
+        schema.1,
+        schema.0,
         damage.0,
         damage.1,
         snapshots.0,
@@ -81,5 +95,6 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
         assert!(changes.3 > 0, "no hand-off completed in {count} seeds");
         assert!(damage.1 > 0, "no damaged node rejoined in {count} seeds");
         assert!(snapshots.1 > 0, "no node was brought up by a snapshot in {count} seeds");
+        assert!(schema.1 > 0, "no schema move completed in {count} seeds");
     }
 }

@@ -58,7 +58,7 @@ use farmlog_engine::state::{encode, EncodedCommand};
 use farmlog_engine::NewRecord;
 use farmlog_replica::sim::net::SimNet;
 use farmlog_replica::transport::RpcError;
-use farmlog_replica::{Node, NodeId, Raft, RaftSettings, StoreOptions, Transport, TypeConfig};
+use farmlog_replica::{Node, NodeId, Raft, RaftSettings, SchemaSupport, StoreOptions, Transport, TypeConfig};
 use hdrhistogram::Histogram;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::raft::{
@@ -795,7 +795,7 @@ impl Cluster {
                 Net::Direct => Node::start(id, storage, &path, options, config, direct.transport()).await?,
             };
             match net {
-                Net::Sim => sim.attach(id, node.raft.clone()),
+                Net::Sim => sim.attach(&node),
                 Net::Direct => direct.attach(id, node.raft.clone()),
             }
             nodes.push(Arc::new(node));
@@ -1028,6 +1028,17 @@ impl Transport for DirectTransport {
             raft.trigger().elect().await.map_err(RaftError::Fatal)
         })
         .await
+    }
+
+    /// Every benchmark node runs this build with its default support.
+    async fn schema_support(
+        &self,
+        target: NodeId,
+        _node: &BasicNode,
+        timeout: Duration,
+    ) -> Result<SchemaSupport, RpcError> {
+        self.call(target, timeout, |_| async move { Ok(SchemaSupport::BUILD) })
+            .await
     }
 
     async fn install_snapshot(

@@ -56,7 +56,7 @@ use tokio::time::Instant;
 use super::net::{LinkFaults, NetCounts, SimNet};
 use crate::entry::MembershipRecord;
 use crate::node::{Node, RaftSettings};
-use crate::{runtime, LogStore, ManualFlush, NodeId, ProposeError, StoreOptions};
+use crate::{runtime, LogStore, ManualFlush, NodeId, ProposeError, SchemaSupport, StoreOptions};
 use openraft::ChangeMembers;
 
 /// Once faults stop, a write must be accepted within this simulated time.
@@ -76,6 +76,9 @@ pub const HAND_OFF_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SYNC_LATENCY_MS_MAX: u64 = 8;
 /// Segment size of the simulated logs: small, so runs cross segments.
 pub const SIM_SEGMENT_BYTES: u64 = 256 << 10;
+/// Every simulated node plays a build that applies these command schema
+/// versions, so that the schedules can move the cluster's version.
+pub const SIM_SCHEMA: SchemaSupport = SchemaSupport { min: 1, max: 4 };
 /// Proposer timestamps start here; each write gets the next one, which
 /// identifies it in the log.
 const STAMP_BASE: u64 = 1 << 40;
@@ -122,6 +125,11 @@ pub struct SimReport {
     /// Leader hand-offs tried, and completed (the target leads).
     pub hand_offs: u64,
     pub hand_offs_done: u64,
+    /// Moves of the cluster's command schema version tried, and
+    /// committed; the version every node ended at.
+    pub schema_upgrades: u64,
+    pub schema_upgrades_done: u64,
+    pub cluster_schema: u16,
     /// Bits flipped in a stopped voter's log, and nodes that found their
     /// log damaged and rejoined as a new member.
     pub damages: u64,
@@ -190,6 +198,7 @@ struct Recorder {
     /// Membership changes under way: no damage meanwhile.
     changes_in_flight: u64,
     hand_offs_done: u64,
+    schema_upgrades_done: u64,
     membership_changes_done: u64,
     acked: u64,
     not_leader: u64,
@@ -341,6 +350,7 @@ struct Sim {
     partitions: u64,
     membership_changes: u64,
     hand_offs: u64,
+    schema_upgrades: u64,
     started: Instant,
 }
 
@@ -384,6 +394,7 @@ impl Sim {
             writes: 0,
             changes_in_flight: 0,
             hand_offs_done: 0,
+            schema_upgrades_done: 0,
             membership_changes_done: 0,
             acked: 0,
             not_leader: 0,
@@ -417,6 +428,7 @@ impl Sim {
             partitions: 0,
             membership_changes: 0,
             hand_offs: 0,
+            schema_upgrades: 0,
             started: Instant::now(),
             options,
         }
@@ -452,6 +464,7 @@ impl Sim {
                 seed: self.seed.wrapping_add(id).wrapping_add(self.crashes << 8),
             },
             verify_at_open: true,
+            schema_support: SIM_SCHEMA,
             ..StoreOptions::default()
         };
         let dir = Self::dir(machine);
@@ -491,7 +504,7 @@ impl Sim {
             Err(error) => return Err(format!("node {id} cannot restart: {error}")),
         };
         let node = Arc::new(node);
-        self.net.attach(id, node.raft.clone());
+        self.net.attach(&node);
         lock(&self.recorder).logs.insert(id, node.log_store().clone());
         let mut metrics = node.raft.metrics();
         let recorder = self.recorder.clone();
@@ -717,10 +730,12 @@ impl Sim {
         // damage to the newest round's records looks to the node itself
         // exactly like a torn write. (That case is the open gap: a node that
         // cut its tail must not vote or lead until it has caught up past the
-        // cut; not built yet.) One more round brings the watermark up to
-        // date, as the engine's flusher does when the log idles.
+        // cut; not built yet.) More rounds bring the watermark up to
+        // date, as the engine's flusher does when the log idles. Two rounds:
+        // the first acknowledges what was pending, the second writes the
+        // watermark that covers it.
         let log = lock(&self.recorder).logs[&id].log().clone();
-        if log.commit_pending().is_err() {
+        if log.commit_pending().is_err() || log.commit_pending().is_err() {
             return;
         }
         let durable = log.first_index()..log.durable_end();
@@ -778,6 +793,25 @@ impl Sim {
                 Err(error) => error.to_string(),
             };
             lock(&recorder).event(&[31, leader.id, target], &text);
+        });
+    }
+
+    /// Moves the cluster's command schema one version up (every node
+    /// plays a build that supports up to [`SIM_SCHEMA`]`.max`).
+    fn spawn_schema_upgrade(&mut self) {
+        let Some(leader) = self.leader() else { return };
+        let version = (leader.cluster_schema() + 1).min(SIM_SCHEMA.max);
+        self.schema_upgrades += 1;
+        let recorder = self.recorder.clone();
+        self.clients.spawn(async move {
+            let text = match leader.upgrade_schema(version).await {
+                Ok(()) => {
+                    lock(&recorder).schema_upgrades_done += 1;
+                    "schema moved".to_string()
+                }
+                Err(error) => error.to_string(),
+            };
+            lock(&recorder).event(&[32, leader.id, version as u64], &text);
         });
     }
 
@@ -953,7 +987,8 @@ impl Sim {
                     self.event(&[14], "heal");
                 }
                 90..=95 => self.spawn_membership_change(),
-                96..=99 => self.spawn_hand_off(),
+                96..=98 => self.spawn_hand_off(),
+                99 => self.spawn_schema_upgrade(),
                 88..=89 => self.damage().await,
                 _ => {
                     let faults = match self.rng.gen_range(0..3) {
@@ -1025,7 +1060,7 @@ impl Sim {
         };
         while self.clients.join_next().await.is_some() {}
         self.finish_replacements().await?;
-        let applied = self.converge().await?;
+        let (applied, cluster_schema) = self.converge().await?;
         let recorder = lock(&self.recorder);
         if let Some(violation) = recorder.violations.first() {
             return Err(violation.clone());
@@ -1044,6 +1079,9 @@ impl Sim {
             membership_changes_done: recorder.membership_changes_done,
             hand_offs: self.hand_offs,
             hand_offs_done: recorder.hand_offs_done,
+            schema_upgrades: self.schema_upgrades,
+            schema_upgrades_done: recorder.schema_upgrades_done,
+            cluster_schema,
             damages: self.damages,
             rejoins: self.rejoins,
             with_snapshot: self
@@ -1088,7 +1126,7 @@ impl Sim {
 
     /// Waits until every node has applied the same index, and checks that
     /// their states hash the same there; returns the index.
-    async fn converge(&mut self) -> Result<u64, String> {
+    async fn converge(&mut self) -> Result<(u64, u16), String> {
         let since = Instant::now();
         loop {
             let members = self.membership().1;
@@ -1140,9 +1178,18 @@ impl Sim {
                         summary(&hashes[0].0)
                     ));
                 }
-                self.event(&[20, last], "converged");
-                self.recorder.lock().expect("recorder").trace.update(&hashes[0].1);
-                return Ok(last);
+                let schemas: Vec<(NodeId, u16)> = nodes.iter().map(|(&id, node)| (id, node.cluster_schema())).collect();
+                if let Some((id, schema)) = schemas.iter().find(|(_, schema)| *schema != schemas[0].1) {
+                    return Err(format!(
+                        "at applied index {last}, node {id} is at schema version {schema}, node {} at {}",
+                        schemas[0].0, schemas[0].1
+                    ));
+                }
+                self.event(&[20, last, schemas[0].1 as u64], "converged");
+                let mut recorder = self.recorder.lock().expect("recorder");
+                recorder.trace.update(&hashes[0].1);
+                recorder.trace.update(&schemas[0].1.to_le_bytes());
+                return Ok((last, schemas[0].1));
             }
             if since.elapsed() > RECOVERY_BOUND {
                 return Err(format!(

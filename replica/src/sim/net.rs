@@ -19,7 +19,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::transport::{RpcError, Transport};
-use crate::{NodeId, Raft, TypeConfig};
+use crate::{Node, NodeId, Raft, SchemaSupport, TypeConfig};
 
 /// Per-mille probabilities and delays applied to every message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,9 +41,16 @@ pub struct NetCounts {
     pub refused: u64,
 }
 
+/// What the network delivers to on an attached node.
+#[derive(Clone)]
+pub struct Inbound {
+    raft: Raft,
+    schema: SchemaSupport,
+}
+
 struct NetState {
     rng: SmallRng,
-    nodes: BTreeMap<NodeId, Raft>,
+    nodes: BTreeMap<NodeId, Inbound>,
     /// (from, to): messages from `from` to `to` are refused.
     blocked: BTreeSet<(NodeId, NodeId)>,
     faults: LinkFaults,
@@ -82,8 +89,12 @@ impl SimNet {
     }
 
     /// Makes a node reachable.
-    pub fn attach(&self, id: NodeId, raft: Raft) {
-        self.lock().nodes.insert(id, raft);
+    pub fn attach(&self, node: &Node) {
+        let inbound = Inbound {
+            raft: node.raft.clone(),
+            schema: node.schema_support(),
+        };
+        self.lock().nodes.insert(node.id, inbound);
     }
 
     /// Makes a node unreachable (it crashed or stopped).
@@ -133,7 +144,7 @@ impl SimNet {
         })
     }
 
-    fn fate(&self, from: NodeId, to: NodeId) -> Result<(Fate, Raft), ()> {
+    fn fate(&self, from: NodeId, to: NodeId) -> Result<(Fate, Inbound), ()> {
         let mut state = self.lock();
         let state = &mut *state;
         let reachable = !state.blocked.contains(&(from, to));
@@ -183,7 +194,7 @@ impl SimNet {
         Req: Clone + Send + 'static,
         Resp: Send + 'static,
         E: std::error::Error + Send + 'static,
-        F: Fn(Raft, Req) -> Fut + Send + Sync + 'static,
+        F: Fn(Inbound, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, RaftError<NodeId, E>>> + Send + 'static,
     {
         let unreachable = |why: &str| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why.to_string())));
@@ -243,8 +254,8 @@ impl Transport for SimTransport {
         timeout: Duration,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         self.net
-            .call(self.from, target, request, timeout, |raft, request| async move {
-                raft.append_entries(request).await
+            .call(self.from, target, request, timeout, |inbound, request| async move {
+                inbound.raft.append_entries(request).await
             })
             .await
     }
@@ -257,16 +268,29 @@ impl Transport for SimTransport {
         timeout: Duration,
     ) -> Result<VoteResponse<NodeId>, RpcError> {
         self.net
-            .call(self.from, target, request, timeout, |raft, request| async move {
-                raft.vote(request).await
+            .call(self.from, target, request, timeout, |inbound, request| async move {
+                inbound.raft.vote(request).await
             })
             .await
     }
 
     async fn elect(&self, target: NodeId, _node: &BasicNode, timeout: Duration) -> Result<(), RpcError> {
         self.net
-            .call(self.from, target, (), timeout, |raft, ()| async move {
-                raft.trigger().elect().await.map_err(RaftError::Fatal)
+            .call(self.from, target, (), timeout, |inbound, ()| async move {
+                inbound.raft.trigger().elect().await.map_err(RaftError::Fatal)
+            })
+            .await
+    }
+
+    async fn schema_support(
+        &self,
+        target: NodeId,
+        _node: &BasicNode,
+        timeout: Duration,
+    ) -> Result<SchemaSupport, RpcError> {
+        self.net
+            .call(self.from, target, (), timeout, |inbound, ()| async move {
+                Ok(inbound.schema)
             })
             .await
     }
@@ -279,8 +303,8 @@ impl Transport for SimTransport {
         timeout: Duration,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
         self.net
-            .call(self.from, target, request, timeout, |raft, request| async move {
-                raft.install_snapshot(request).await
+            .call(self.from, target, request, timeout, |inbound, request| async move {
+                inbound.raft.install_snapshot(request).await
             })
             .await
     }
