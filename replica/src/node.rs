@@ -13,7 +13,7 @@ use farmlog_engine::state::outcome::Outcome;
 use farmlog_engine::state::Place;
 use farmlog_engine::Log;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers, Config, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -115,6 +115,13 @@ type PeerCall<R> =
     Arc<dyn Fn(NodeId, BasicNode, Duration) -> Pin<Box<dyn Future<Output = Result<R, String>> + Send>> + Send + Sync>;
 type Elect = PeerCall<()>;
 
+/// A candidate that lost this many elections in a row, with no leader
+/// seen, sits out a random pause before it may campaign again: openraft
+/// 0.9 draws a node's election timeout once per start, so two nodes that
+/// drew the same timeout and lost their leader at the same moment can
+/// split every vote, term after term, on a network without jitter.
+pub const SPLIT_VOTES_BEFORE_PAUSE: u64 = 3;
+
 /// How long a node may take to say which schema versions it supports.
 pub const SCHEMA_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -130,6 +137,7 @@ pub struct Node {
     log_store: LogStore,
     flusher: std::sync::Mutex<Option<JoinHandle<()>>>,
     scrubber: std::sync::Mutex<Option<JoinHandle<()>>>,
+    split_vote_breaker: std::sync::Mutex<Option<JoinHandle<()>>>,
     scrub_status: watch::Receiver<ScrubStatus>,
 }
 
@@ -206,6 +214,7 @@ impl Node {
                 let _ = raft.shutdown().await;
             })
         });
+        let split_vote_breaker = tokio::spawn(break_split_votes(raft.clone()));
         Ok(Self {
             id,
             raft,
@@ -217,6 +226,7 @@ impl Node {
             log_store,
             flusher: std::sync::Mutex::new(flusher),
             scrubber: std::sync::Mutex::new(scrubber),
+            split_vote_breaker: std::sync::Mutex::new(Some(split_vote_breaker)),
             scrub_status,
         })
     }
@@ -257,10 +267,12 @@ impl Node {
 
     /// Stops Raft and the flusher. Appends not yet durable stay unacknowledged.
     pub async fn shutdown(&self) {
-        let scrubber = self.scrubber.lock().unwrap_or_else(|poison| poison.into_inner()).take();
-        if let Some(scrubber) = scrubber {
-            scrubber.abort();
-            let _ = scrubber.await;
+        for task in [&self.scrubber, &self.split_vote_breaker] {
+            let task = task.lock().unwrap_or_else(|poison| poison.into_inner()).take();
+            if let Some(task) = task {
+                task.abort();
+                let _ = task.await;
+            }
         }
         let _ = self.raft.shutdown().await;
         let flusher = self.flusher.lock().unwrap_or_else(|poison| poison.into_inner()).take();
@@ -495,5 +507,40 @@ impl Node {
             .await
             .ok()
             .and_then(|metrics| metrics.current_leader)
+    }
+}
+
+/// Watches for split votes (see [`SPLIT_VOTES_BEFORE_PAUSE`]): after that
+/// many terms in a row as a candidate with no leader seen, elections are
+/// turned off here for a random part of the longest election timeout (the
+/// run's seeded generator draws it), then on again. The other candidate
+/// meanwhile times out alone and wins. Turning elections off never makes
+/// a vote unsafe: it only delays this node's own campaign.
+async fn break_split_votes(raft: Raft) {
+    use rand::Rng;
+    let mut metrics = raft.metrics();
+    let (mut last_term, mut lost) = (0u64, 0u64);
+    loop {
+        let (state, term, leader) = {
+            let metrics = metrics.borrow_and_update();
+            (metrics.state, metrics.current_term, metrics.current_leader)
+        };
+        match (state, leader) {
+            (ServerState::Candidate, None) if term > last_term => lost += 1,
+            (_, Some(_)) => lost = 0,
+            _ => {}
+        }
+        last_term = term;
+        if lost >= SPLIT_VOTES_BEFORE_PAUSE {
+            lost = 0;
+            let longest = raft.config().election_timeout_max;
+            let pause = Duration::from_millis(crate::runtime::ThreadRng.gen_range(1..=longest));
+            raft.runtime_config().elect(false);
+            tokio::time::sleep(pause).await;
+            raft.runtime_config().elect(true);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
