@@ -189,3 +189,49 @@ fn damage_in_an_unsynced_tail_is_repaired() {
     }
     assert!(repaired >= 4, "only {repaired} of 16 seeds exercised the repair");
 }
+
+/// The on-disk watermark covers every commit round but the newest, until
+/// another round (or the flusher's idle update) covers that one too. A
+/// damaged record of the newest round is therefore cut as torn at open:
+/// the one case the engine cannot tell apart, which replication handles
+/// with its tail fence (`replica/src/fence.rs`).
+#[test]
+fn the_watermark_vouches_for_every_round_but_the_newest() {
+    let storage = sim_storage(7);
+    let log = open_sim(&storage);
+    let mut model = Model::new(log.first_index());
+    let payloads = model.stage(1, &[300, 300]);
+    log.append(&batch(1, &payloads)).expect("append");
+    let first_round_end = log.durable_end();
+    let payloads = model.stage(1, &[300, 300]);
+    log.append(&batch(1, &payloads)).expect("append");
+    model.ack_all();
+    assert_eq!(
+        log.watermark_end(),
+        first_round_end,
+        "the newest round is not vouched for yet"
+    );
+    assert_eq!(log.durable_end(), model.next());
+    log.commit_pending().expect("an idle round");
+    assert_eq!(
+        log.watermark_end(),
+        model.next(),
+        "an idle round brings the watermark up to date"
+    );
+
+    // One more round, then damage to it: cut at open, as a torn tail.
+    let newest = log.durable_end();
+    let payloads = model.stage(1, &[300]);
+    log.append(&batch(1, &payloads)).expect("append");
+    let (segment, offset) = log.read(newest).expect("readable").location();
+    storage.flip_bit(&segment_path(segment), offset + 40, 2).expect("flip");
+    storage.crash();
+    drop(log);
+    let log = try_open(&storage).expect("open");
+    assert!(
+        matches!(log.recovery_report().tail, TailCase::TornTail { index, .. } if index == newest),
+        "{:?}",
+        log.recovery_report().tail
+    );
+    assert_eq!(log.next_index(), newest);
+}

@@ -7,11 +7,16 @@
 //!   machine, with zstd snapshots kept on disk.
 //! - [`runtime`]: tokio with a seedable election generator, so that the
 //!   simulation repeats exactly.
+//! - [`node`]: a running node; [`inbox`]: what its peers' requests reach;
+//!   [`fence`]: why a node whose log may have lost acknowledged entries
+//!   does not vote until that is safe.
 //!
 //! Architecture invariant: replica knows engine and openraft; it knows
 //! nothing of gRPC. Its transport is a trait.
 
 pub mod entry;
+pub mod fence;
+pub mod inbox;
 pub mod log_store;
 pub mod meta;
 pub mod node;
@@ -38,10 +43,12 @@ pub use log_store::{LogStore, ManualFlush, Retention};
 pub use state_machine::{Applied, StateMachine};
 
 pub use entry::Proposal;
+pub use fence::FenceState;
+pub use inbox::Inbox;
 pub use node::{MembershipError, Node, RaftSettings, ReadError};
 pub use proposer::{ProposeError, Proposer};
 pub use schema::{SchemaError, SchemaSupport};
-pub use transport::{Network, Transport};
+pub use transport::{Network, PeerStatus, Transport};
 
 /// A node's id in the cluster.
 pub type NodeId = u64;

@@ -27,6 +27,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use farmlog_engine::log::recovery::TailCase;
 use farmlog_engine::log::BATCH_BYTES_MAX;
 use farmlog_engine::{FlushMode, Log, NewRecord};
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -169,6 +170,46 @@ impl LogStore {
     }
 
     /// The id of the entry at `index`, if the log holds it.
+    /// The log id of the last entry, or of the purge point when no entry
+    /// follows it (what openraft's log state reports).
+    pub fn last_log_id(&self) -> farmlog_engine::Result<Option<LogId<NodeId>>> {
+        let last_purged = self.meta().last_purged;
+        let purged_end = last_purged.map_or(0, |purged| purged.index + 1);
+        match self.inner.log.last_index() {
+            Some(last) if last >= purged_end => self.log_id_at(last).map(Some),
+            _ => Ok(last_purged),
+        }
+    }
+
+    /// The term of the last durable entry, or of the purge point when it is
+    /// later (a snapshot installed past the log).
+    pub fn durable_last_term(&self) -> Option<u64> {
+        let purged = self.meta().last_purged.map(|purged| purged.leader_id.term);
+        let log = &self.inner.log;
+        let durable = (log.durable_end() > log.first_index())
+            .then(|| log.read(log.durable_end() - 1).ok())
+            .flatten()
+            .map(|record| record.term());
+        durable.max(purged)
+    }
+
+    /// Applies the fence's rules at open (see `fence::at_open`): a cut tail
+    /// fences the node; a vote committed for itself is uncommitted.
+    ///
+    /// On disk when it returns `Ok`: the changed vote and fence, durable.
+    pub(crate) fn fence_at_open(&self, id: NodeId) -> Result<Option<u64>, crate::meta::MetaError> {
+        let cut = matches!(self.inner.log.recovery_report().tail, TailCase::TornTail { .. });
+        self.store_meta(|meta| *meta = crate::fence::at_open(*meta, id, cut))?;
+        Ok(self.meta().fence)
+    }
+
+    /// Lifts the fence.
+    ///
+    /// On disk when it returns `Ok`: `RAFT` without a fence.
+    pub(crate) fn lift_fence(&self) -> Result<(), crate::meta::MetaError> {
+        self.store_meta(|meta| meta.fence = None)
+    }
+
     fn log_id_at(&self, index: u64) -> farmlog_engine::Result<LogId<NodeId>> {
         let record = self.inner.log.read(index)?;
         Ok(entry::log_id(record.term(), index))
@@ -249,11 +290,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let last_purged = self.meta().last_purged;
-        let purged_end = last_purged.map_or(0, |purged| purged.index + 1);
-        let last_log_id = match self.inner.log.last_index() {
-            Some(last) if last >= purged_end => Some(self.log_id_at(last).map_err(read_error)?),
-            _ => last_purged,
-        };
+        let last_log_id = self.last_log_id().map_err(read_error)?;
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id,

@@ -1,19 +1,20 @@
-//! The small durable state beside the log: the vote and the last log id
-//! openraft purged. One 64-byte file, `RAFT`, replaced atomically (written
+//! The small durable state beside the log: the vote, the last log id
+//! openraft purged, and the tail fence (see `fence.rs`). One 64-byte file, `RAFT`, replaced atomically (written
 //! to a temporary, synced, renamed over, directory synced).
 //!
 //! Layout (little-endian):
 //!
 //! ```text
 //!  0  u32  magic "FLRM"
-//!  4  u16  format version (1)
+//!  4  u16  format version (2; version 1, without the fence, still reads)
 //!  6  u16  flags: 1 vote present, 2 vote committed, 4 voted_for present,
-//!               8 last_purged present
+//!               8 last_purged present, 16 fenced
 //!  8  u64  vote term
 //! 16  u64  voted_for
 //! 24  u64  last_purged term
 //! 32  u64  last_purged index
-//! 40  [u8; 20] reserved, zero
+//! 40  u64  fence term (version 2)
+//! 48  [u8; 12] reserved, zero
 //! 60  u32  crc32 of bytes 0..60
 //! ```
 
@@ -28,19 +29,25 @@ use crate::NodeId;
 pub const META_NAME: &str = "RAFT";
 const META_TEMP_NAME: &str = "RAFT.tmp";
 const META_MAGIC: u32 = u32::from_le_bytes(*b"FLRM");
-const META_VERSION: u16 = 1;
+const META_VERSION: u16 = 2;
+/// The oldest format version this build reads.
+const META_VERSION_MIN: u16 = 1;
 const META_BYTES: usize = 64;
 
 const FLAG_VOTE: u16 = 1;
 const FLAG_COMMITTED: u16 = 2;
 const FLAG_VOTED_FOR: u16 = 4;
 const FLAG_PURGED: u16 = 8;
+const FLAG_FENCED: u16 = 16;
 
 /// What the file holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RaftMeta {
     pub vote: Option<Vote<NodeId>>,
     pub last_purged: Option<LogId<NodeId>>,
+    /// Set while the node is fenced: its log may have lost entries it had
+    /// acknowledged, all of a term at most this one (see `fence.rs`).
+    pub fence: Option<u64>,
 }
 
 /// Why the file cannot be read.
@@ -76,6 +83,10 @@ impl RaftMeta {
             bytes[24..32].copy_from_slice(&purged.leader_id.term.to_le_bytes());
             bytes[32..40].copy_from_slice(&purged.index.to_le_bytes());
         }
+        if let Some(term) = self.fence {
+            flags |= FLAG_FENCED;
+            bytes[40..48].copy_from_slice(&term.to_le_bytes());
+        }
         bytes[0..4].copy_from_slice(&META_MAGIC.to_le_bytes());
         bytes[4..6].copy_from_slice(&META_VERSION.to_le_bytes());
         bytes[6..8].copy_from_slice(&flags.to_le_bytes());
@@ -94,11 +105,17 @@ impl RaftMeta {
             return Err("crc mismatch".into());
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != META_VERSION {
-            return Err(format!("format version {version}, this build reads {META_VERSION}"));
+        if !(META_VERSION_MIN..=META_VERSION).contains(&version) {
+            return Err(format!(
+                "format version {version}, this build reads {META_VERSION_MIN} to {META_VERSION}"
+            ));
         }
         let flags = u16::from_le_bytes([bytes[6], bytes[7]]);
-        if flags & !(FLAG_VOTE | FLAG_COMMITTED | FLAG_VOTED_FOR | FLAG_PURGED) != 0 {
+        let known = match version {
+            1 => FLAG_VOTE | FLAG_COMMITTED | FLAG_VOTED_FOR | FLAG_PURGED,
+            _ => FLAG_VOTE | FLAG_COMMITTED | FLAG_VOTED_FOR | FLAG_PURGED | FLAG_FENCED,
+        };
+        if flags & !known != 0 {
             return Err(format!("unknown flags {flags:#x}"));
         }
         let vote = (flags & FLAG_VOTE != 0).then(|| Vote {
@@ -110,7 +127,12 @@ impl RaftMeta {
         });
         let last_purged =
             (flags & FLAG_PURGED != 0).then(|| LogId::new(CommittedLeaderId::new(u64_at(24), 0), u64_at(32)));
-        Ok(Self { vote, last_purged })
+        let fence = (flags & FLAG_FENCED != 0).then(|| u64_at(40));
+        Ok(Self {
+            vote,
+            last_purged,
+            fence,
+        })
     }
 }
 
@@ -193,6 +215,7 @@ mod tests {
         let meta = RaftMeta {
             vote: Some(Vote::new_committed(7, 3)),
             last_purged: Some(LogId::new(CommittedLeaderId::new(5, 0), 1200)),
+            fence: Some(6),
         };
         file.store(&meta).unwrap();
         assert_eq!(file.load().unwrap(), meta);
@@ -205,6 +228,7 @@ mod tests {
                 committed: false,
             }),
             last_purged: None,
+            fence: None,
         };
         file.store(&unvoted).unwrap();
         assert_eq!(file.load().unwrap(), unvoted);
@@ -212,5 +236,23 @@ mod tests {
         let raw = storage.open(&dir.join(META_NAME), OpenMode::ReadWrite).unwrap();
         raw.write_all_at(&[0xff], 9).unwrap();
         assert!(matches!(file.load(), Err(MetaError::Damaged { .. })));
+    }
+
+    #[test]
+    fn a_version_one_file_reads_unfenced_and_a_fence_flag_in_it_is_refused() {
+        let meta = RaftMeta {
+            vote: Some(Vote::new_committed(4, 2)),
+            last_purged: None,
+            fence: None,
+        };
+        let mut bytes = meta.encode();
+        bytes[4..6].copy_from_slice(&1u16.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[..60]);
+        bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(RaftMeta::decode(&bytes), Ok(meta));
+        bytes[6] |= FLAG_FENCED as u8;
+        let crc = crc32fast::hash(&bytes[..60]);
+        bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+        assert!(RaftMeta::decode(&bytes).unwrap_err().contains("unknown flags"));
     }
 }

@@ -17,12 +17,14 @@ use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::fence::{self, Fence, FenceState};
+use crate::inbox::Inbox;
 use crate::scrub::{self, ScrubStatus};
 
 use crate::proposer::{ProposeError, Proposer};
 use crate::schema::{SchemaError, SchemaSupport};
 use crate::state_machine::Applier;
-use crate::transport::{Network, Transport};
+use crate::transport::{Network, PeerStatus, Transport};
 use crate::{open_stores, Error, LogStore, NodeId, Proposal, Raft, StoreOptions};
 
 /// Heartbeat interval.
@@ -111,7 +113,7 @@ pub enum MembershipError {
 pub const HAND_OFF_LEASE_MARGIN_MS: u64 = 50;
 
 /// A call to one peer, its transport's type erased.
-type PeerCall<R> =
+pub(crate) type PeerCall<R> =
     Arc<dyn Fn(NodeId, BasicNode, Duration) -> Pin<Box<dyn Future<Output = Result<R, String>> + Send>> + Send + Sync>;
 type Elect = PeerCall<()>;
 
@@ -131,13 +133,16 @@ pub struct Node {
     pub raft: Raft,
     proposer: Proposer,
     elect: Elect,
-    probe_schema: PeerCall<SchemaSupport>,
+    probe: PeerCall<PeerStatus>,
     schema_support: SchemaSupport,
+    inbox: Inbox,
+    fence: Fence,
     applied: Arc<RwLock<Applier>>,
     log_store: LogStore,
     flusher: std::sync::Mutex<Option<JoinHandle<()>>>,
     scrubber: std::sync::Mutex<Option<JoinHandle<()>>>,
     split_vote_breaker: std::sync::Mutex<Option<JoinHandle<()>>>,
+    fence_guard: std::sync::Mutex<Option<JoinHandle<()>>>,
     scrub_status: watch::Receiver<ScrubStatus>,
 }
 
@@ -171,6 +176,25 @@ impl Node {
                 return Err(damaged(error.to_string()));
             }
         }
+        // The tail fence (see `fence.rs`), durable before Raft starts.
+        let fence = match log_store.fence_at_open(id)? {
+            Some(term) => {
+                tracing::warn!(
+                    node = id,
+                    term,
+                    "the log's tail was cut at open: fenced until it is safe to vote"
+                );
+                Fence::new(FenceState::Fenced { term })
+            }
+            None => Fence::default(),
+        };
+        let config = match fence.get().is_fenced() {
+            true => Arc::new(Config {
+                enable_elect: false,
+                ..(*config).clone()
+            }),
+            false => config,
+        };
         let applied = state_machine.shared();
         let flusher = log_store.flush_task().map(tokio::spawn);
         let network = Network::new(transport);
@@ -186,13 +210,13 @@ impl Node {
                 })
             })
         };
-        let probe_schema: PeerCall<SchemaSupport> = {
+        let probe: PeerCall<PeerStatus> = {
             let network = network.clone();
             Arc::new(move |target, node, timeout| {
                 let network = network.clone();
                 Box::pin(async move {
                     network
-                        .schema_support(target, &node, timeout)
+                        .status(target, &node, timeout)
                         .await
                         .map_err(|error| error.to_string())
                 })
@@ -214,19 +238,38 @@ impl Node {
                 let _ = raft.shutdown().await;
             })
         });
-        let split_vote_breaker = tokio::spawn(break_split_votes(raft.clone()));
+        let split_vote_breaker = tokio::spawn(break_split_votes(raft.clone(), log_store.clone(), fence.clone()));
+        let fence_guard = fence.get().is_fenced().then(|| {
+            tokio::spawn(fence::guard(
+                id,
+                raft.clone(),
+                log_store.clone(),
+                fence.clone(),
+                probe.clone(),
+            ))
+        });
+        let inbox = Inbox {
+            id,
+            raft: raft.clone(),
+            log_store: log_store.clone(),
+            fence: fence.clone(),
+            schema: schema_support,
+        };
         Ok(Self {
             id,
             raft,
             proposer,
             elect,
-            probe_schema,
+            probe,
             schema_support,
+            inbox,
+            fence,
             applied,
             log_store,
             flusher: std::sync::Mutex::new(flusher),
             scrubber: std::sync::Mutex::new(scrubber),
             split_vote_breaker: std::sync::Mutex::new(Some(split_vote_breaker)),
+            fence_guard: std::sync::Mutex::new(fence_guard),
             scrub_status,
         })
     }
@@ -238,6 +281,16 @@ impl Node {
 
     pub fn log_store(&self) -> &LogStore {
         &self.log_store
+    }
+
+    /// Where the node's transport server delivers its peers' requests.
+    pub fn inbox(&self) -> Inbox {
+        self.inbox.clone()
+    }
+
+    /// Whether the node is fenced (see [`crate::fence`]).
+    pub fn fence_state(&self) -> FenceState {
+        self.fence.get()
     }
 
     /// Proposes one command (see [`Proposer::propose`]).
@@ -267,7 +320,7 @@ impl Node {
 
     /// Stops Raft and the flusher. Appends not yet durable stay unacknowledged.
     pub async fn shutdown(&self) {
-        for task in [&self.scrubber, &self.split_vote_breaker] {
+        for task in [&self.scrubber, &self.split_vote_breaker, &self.fence_guard] {
             let task = task.lock().unwrap_or_else(|poison| poison.into_inner()).take();
             if let Some(task) = task {
                 task.abort();
@@ -328,9 +381,12 @@ impl Node {
         for (&id, node) in metrics.membership_config.membership().nodes() {
             let support = match id == self.id {
                 true => self.schema_support,
-                false => (self.probe_schema)(id, node.clone(), SCHEMA_PROBE_TIMEOUT)
-                    .await
-                    .map_err(|reason| SchemaError::Unreachable { node: id, reason })?,
+                false => {
+                    (self.probe)(id, node.clone(), SCHEMA_PROBE_TIMEOUT)
+                        .await
+                        .map_err(|reason| SchemaError::Unreachable { node: id, reason })?
+                        .schema
+                }
             };
             if !support.contains(version) {
                 return Err(SchemaError::Unsupported {
@@ -356,11 +412,12 @@ impl Node {
     /// support the cluster's command schema version.
     pub async fn add_learner(&self, id: NodeId, node: BasicNode) -> Result<(), MembershipError> {
         let cluster = self.cluster_schema();
-        let support = (self.probe_schema)(id, node.clone(), SCHEMA_PROBE_TIMEOUT)
+        let support = (self.probe)(id, node.clone(), SCHEMA_PROBE_TIMEOUT)
             .await
             .map_err(|reason| MembershipError::Refused {
                 reason: format!("node {id} did not say which schema versions it supports: {reason}"),
-            })?;
+            })?
+            .schema;
         if !support.contains(cluster) {
             return Err(MembershipError::Refused {
                 reason: format!("node {id} supports schema versions {support}, not the cluster's {cluster}"),
@@ -515,8 +572,9 @@ impl Node {
 /// turned off here for a random part of the longest election timeout (the
 /// run's seeded generator draws it), then on again. The other candidate
 /// meanwhile times out alone and wins. Turning elections off never makes
-/// a vote unsafe: it only delays this node's own campaign.
-async fn break_split_votes(raft: Raft) {
+/// a vote unsafe: it only delays this node's own campaign. Elections are
+/// turned back on only if the node's fence allows it to campaign.
+async fn break_split_votes(raft: Raft, log_store: LogStore, fence: Fence) {
     use rand::Rng;
     let mut metrics = raft.metrics();
     let (mut last_term, mut lost) = (0u64, 0u64);
@@ -537,7 +595,8 @@ async fn break_split_votes(raft: Raft) {
             let pause = Duration::from_millis(crate::runtime::ThreadRng.gen_range(1..=longest));
             raft.runtime_config().elect(false);
             tokio::time::sleep(pause).await;
-            raft.runtime_config().elect(true);
+            let own_last = log_store.last_log_id().ok().flatten();
+            raft.runtime_config().elect(fence.may_campaign(own_last));
         }
         if metrics.changed().await.is_err() {
             return;

@@ -7,6 +7,7 @@
 //! a node it cannot reach as [`RPCError::Unreachable`] so that openraft
 //! backs off.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, LogId};
 
 use crate::{NodeId, SchemaSupport, TypeConfig};
 
@@ -51,16 +52,17 @@ pub trait Transport: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<(), RpcError>> + Send;
 
-    /// One chunk of a snapshot (openraft sends a snapshot in chunks of at
-    /// most `Config::snapshot_max_chunk_size` bytes).
-    /// Asks a node which command schema versions it applies.
-    fn schema_support(
+    /// Asks a node for its [`PeerStatus`]: which command schema versions
+    /// it applies, where its log ends, and which voters it knows.
+    fn status(
         &self,
         target: NodeId,
         node: &BasicNode,
         timeout: Duration,
-    ) -> impl Future<Output = Result<SchemaSupport, RpcError>> + Send;
+    ) -> impl Future<Output = Result<PeerStatus, RpcError>> + Send;
 
+    /// One chunk of a snapshot (openraft sends a snapshot in chunks of at
+    /// most `Config::snapshot_max_chunk_size` bytes).
     fn install_snapshot(
         &self,
         target: NodeId,
@@ -95,15 +97,23 @@ impl<T: Transport> Network<T> {
         self.transport.elect(target, node, timeout).await
     }
 
-    /// See [`Transport::schema_support`].
-    pub async fn schema_support(
-        &self,
-        target: NodeId,
-        node: &BasicNode,
-        timeout: Duration,
-    ) -> Result<SchemaSupport, RpcError> {
-        self.transport.schema_support(target, node, timeout).await
+    /// See [`Transport::status`].
+    pub async fn status(&self, target: NodeId, node: &BasicNode, timeout: Duration) -> Result<PeerStatus, RpcError> {
+        self.transport.status(target, node, timeout).await
     }
+}
+
+/// What a node says of itself to a peer that asks (see [`Transport::status`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The command schema versions it applies.
+    pub schema: SchemaSupport,
+    /// Where its log ends (see `LogStore::last_log_id`).
+    pub last_log_id: Option<LogId<NodeId>>,
+    /// The voters of its effective membership, with their addresses.
+    pub voters: BTreeMap<NodeId, BasicNode>,
+    /// Whether it is fenced (see `fence.rs`).
+    pub fenced: bool,
 }
 
 /// One peer, as openraft sees it.

@@ -2,73 +2,22 @@
 //! leader hands off, writes resume within a bounded (simulated) time at the
 //! new leader, and nothing acknowledged is lost.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use farmlog_engine::io::{SimConfig, SimStorage};
-use farmlog_engine::state::batch::{self, Batch};
-use farmlog_engine::state::{testing, Place};
-use farmlog_engine::{FlushMode, LogOptions};
+use common::{assert_holds, write, Machine};
+use farmlog_engine::state::{batch, testing};
 use farmlog_replica::sim::net::SimNet;
-use farmlog_replica::{runtime, Node, RaftSettings, StoreOptions};
+use farmlog_replica::{runtime, Node, SchemaSupport};
 use openraft::BasicNode;
 use tokio::time::Instant;
 
 /// Writes must be accepted again this soon after the hand-off starts: the
 /// longest election timeout (the followers' lease) plus one election.
 const RESUME_BOUND: Duration = Duration::from_millis(2000);
-
-async fn start(net: &Arc<SimNet>, id: u64, settings: &RaftSettings) -> Arc<Node> {
-    let options = StoreOptions {
-        log: LogOptions {
-            first_index: 0,
-            segment_bytes: 256 << 10,
-            disk_reserve_bytes: 0,
-            flush: FlushMode::Manual,
-            ..LogOptions::default()
-        },
-        ..StoreOptions::default()
-    };
-    let storage = Arc::new(SimStorage::new(SimConfig { seed: id }));
-    let node = Node::start(
-        id,
-        storage,
-        &PathBuf::from(format!("/node-{id}")),
-        options,
-        settings.config("hand-off").unwrap(),
-        net.transport(id),
-    )
-    .await
-    .unwrap();
-    net.attach(&node);
-    Arc::new(node)
-}
-
-/// Proposes `count` commands at `node` concurrently; returns (stamp, place).
-async fn write(node: &Arc<Node>, first_stamp: u64, count: u64) -> Vec<(u64, Place)> {
-    let templates = {
-        let mut all = testing::farm();
-        all.extend(testing::every_family());
-        all
-    };
-    let mut tasks = tokio::task::JoinSet::new();
-    for stamp in first_stamp..first_stamp + count {
-        let mut command = templates[(stamp as usize) % templates.len()].clone();
-        command.proposed_at_ms = stamp;
-        let node = node.clone();
-        tasks.spawn(async move {
-            let (place, _) = node.propose(batch::encode(&command).unwrap()).await.unwrap();
-            (stamp, place)
-        });
-    }
-    let mut acked = Vec::new();
-    while let Some(result) = tasks.join_next().await {
-        acked.push(result.unwrap());
-    }
-    acked
-}
 
 #[test]
 fn a_drained_leader_hands_off_and_writes_resume_in_bounded_time() {
@@ -79,11 +28,11 @@ fn a_drained_leader_hands_off_and_writes_resume_in_bounded_time() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let settings = RaftSettings::default();
         let net = SimNet::new(11);
+        let machines: BTreeMap<u64, Machine> = (1..=3).map(|id| (id, Machine::new(id))).collect();
         let mut nodes = BTreeMap::new();
         for id in 1..=3 {
-            nodes.insert(id, start(&net, id, &settings).await);
+            nodes.insert(id, machines[&id].start(&net, id, SchemaSupport::BUILD).await.unwrap());
             tokio::time::sleep(Duration::from_millis(13 * id)).await;
         }
         let members: BTreeMap<u64, BasicNode> = (1..=3).map(|id| (id, BasicNode::new(format!("n{id}")))).collect();
@@ -117,18 +66,13 @@ fn a_drained_leader_hands_off_and_writes_resume_in_bounded_time() {
 
         // Nothing acknowledged is lost: every write is at its place in the
         // new leader's log, and a linearizable read there sees all of them.
-        let log = nodes[&target].log().clone();
         let max_index = acked.iter().map(|(_, place)| place.index).max().unwrap();
         let applied = nodes[&target]
             .read(|applier| applier.applied.map(|id| id.index).unwrap_or(0))
             .await
             .unwrap();
         assert!(applied >= max_index);
-        for (stamp, place) in &acked {
-            let record = log.read(place.index).unwrap();
-            let batch = Batch::parse(record.payload()).unwrap();
-            assert_eq!(batch.command(place.slot).unwrap().proposed_at_ms.to_native(), *stamp);
-        }
+        assert_holds(&nodes[&target], &acked);
         for node in nodes.values() {
             node.shutdown().await;
         }

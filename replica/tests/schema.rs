@@ -4,61 +4,20 @@
 //! cannot apply it is refused at the door or stops with a clear error,
 //! and writes go on throughout.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use farmlog_engine::io::{SimConfig, SimStorage};
+use common::Machine;
 use farmlog_engine::state::{batch, testing};
-use farmlog_engine::{FlushMode, LogOptions};
 use farmlog_replica::schema::CLUSTER_SCHEMA_INITIAL;
 use farmlog_replica::sim::net::SimNet;
-use farmlog_replica::{runtime, Error, Node, RaftSettings, SchemaError, SchemaSupport, StoreOptions};
+use farmlog_replica::{runtime, Error, Node, SchemaError, SchemaSupport};
 use openraft::BasicNode;
 
 const OLD: SchemaSupport = SchemaSupport { min: 1, max: 1 };
 const NEW: SchemaSupport = SchemaSupport { min: 1, max: 2 };
-
-struct Machine {
-    storage: Arc<SimStorage>,
-    dir: PathBuf,
-}
-
-impl Machine {
-    fn new(id: u64) -> Self {
-        Self {
-            storage: Arc::new(SimStorage::new(SimConfig { seed: id })),
-            dir: PathBuf::from(format!("/node-{id}")),
-        }
-    }
-
-    async fn start(&self, net: &Arc<SimNet>, id: u64, support: SchemaSupport) -> Result<Arc<Node>, Error> {
-        let options = StoreOptions {
-            log: LogOptions {
-                first_index: 0,
-                segment_bytes: 256 << 10,
-                disk_reserve_bytes: 0,
-                flush: FlushMode::Manual,
-                ..LogOptions::default()
-            },
-            schema_support: support,
-            ..StoreOptions::default()
-        };
-        let config = RaftSettings::default().config("schema").unwrap();
-        let node = Node::start(id, self.storage.clone(), &self.dir, options, config, net.transport(id)).await?;
-        net.attach(&node);
-        Ok(Arc::new(node))
-    }
-
-    /// Stops the node as a process exit would: what was synced stays.
-    async fn stop(&self, net: &Arc<SimNet>, node: Arc<Node>) {
-        net.detach(node.id);
-        node.shutdown().await;
-        drop(node);
-        self.storage.crash();
-    }
-}
 
 async fn write(node: &Node, stamp: u64) {
     let mut command = testing::farm().remove(0);

@@ -56,9 +56,10 @@ use farmlog_engine::state::outcome::{Outcome, Verdict};
 use farmlog_engine::state::testing::{self, Harness};
 use farmlog_engine::state::{encode, EncodedCommand};
 use farmlog_engine::NewRecord;
+use farmlog_replica::inbox::ElectError;
 use farmlog_replica::sim::net::SimNet;
 use farmlog_replica::transport::RpcError;
-use farmlog_replica::{Node, NodeId, Raft, RaftSettings, SchemaSupport, StoreOptions, Transport, TypeConfig};
+use farmlog_replica::{Inbox, Node, NodeId, PeerStatus, RaftSettings, StoreOptions, Transport, TypeConfig};
 use hdrhistogram::Histogram;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::raft::{
@@ -796,7 +797,7 @@ impl Cluster {
             };
             match net {
                 Net::Sim => sim.attach(&node),
-                Net::Direct => direct.attach(id, node.raft.clone()),
+                Net::Direct => direct.attach(id, node.inbox()),
             }
             nodes.push(Arc::new(node));
         }
@@ -950,19 +951,19 @@ async fn propose_loop(leader: Arc<Node>, client: usize, commands: Commands, wind
 /// is measured on both.
 #[derive(Default)]
 struct DirectNet {
-    nodes: Mutex<BTreeMap<NodeId, Raft>>,
+    nodes: Mutex<BTreeMap<NodeId, Inbox>>,
 }
 
 impl DirectNet {
-    fn attach(&self, id: NodeId, raft: Raft) {
-        self.lock().insert(id, raft);
+    fn attach(&self, id: NodeId, inbox: Inbox) {
+        self.lock().insert(id, inbox);
     }
 
     fn transport(self: &Arc<Self>) -> Arc<DirectTransport> {
         Arc::new(DirectTransport { net: self.clone() })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Raft>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Inbox>> {
         self.nodes.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 }
@@ -977,17 +978,17 @@ impl DirectTransport {
         &self,
         target: NodeId,
         timeout: Duration,
-        deliver: impl FnOnce(Raft) -> Fut,
+        deliver: impl FnOnce(Inbox) -> Fut,
     ) -> Result<Resp, RpcError<E>>
     where
         E: std::error::Error,
         Fut: Future<Output = Result<Resp, RaftError<NodeId, E>>>,
     {
         let unreachable = |why: &str| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why.to_string())));
-        let Some(raft) = self.net.lock().get(&target).cloned() else {
+        let Some(inbox) = self.net.lock().get(&target).cloned() else {
             return Err(unreachable("no such node"));
         };
-        match tokio::time::timeout(timeout, deliver(raft)).await {
+        match tokio::time::timeout(timeout, deliver(inbox)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(RaftError::Fatal(fatal))) => Err(RPCError::Network(NetworkError::new(&fatal))),
             Ok(Err(error)) => Err(RPCError::RemoteError(RemoteError::new(target, error))),
@@ -1007,7 +1008,7 @@ impl Transport for DirectTransport {
         self.call(
             target,
             timeout,
-            |raft| async move { raft.append_entries(request).await },
+            |inbox| async move { inbox.append_entries(request).await },
         )
         .await
     }
@@ -1019,26 +1020,27 @@ impl Transport for DirectTransport {
         request: VoteRequest<NodeId>,
         timeout: Duration,
     ) -> Result<VoteResponse<NodeId>, RpcError> {
-        self.call(target, timeout, |raft| async move { raft.vote(request).await })
+        self.call(target, timeout, |inbox| async move { inbox.vote(request).await })
             .await
     }
 
     async fn elect(&self, target: NodeId, _node: &BasicNode, timeout: Duration) -> Result<(), RpcError> {
-        self.call(target, timeout, |raft| async move {
-            raft.trigger().elect().await.map_err(RaftError::Fatal)
+        self.call(target, timeout, |inbox| async move {
+            match inbox.elect().await {
+                Err(ElectError::Fatal(fatal)) => Err(RaftError::Fatal(fatal)),
+                refused => Ok(refused.map_err(|error| error.to_string())),
+            }
         })
-        .await
+        .await?
+        .map_err(|reason| RPCError::Network(NetworkError::new(&std::io::Error::other(reason))))
     }
 
-    /// Every benchmark node runs this build with its default support.
-    async fn schema_support(
-        &self,
-        target: NodeId,
-        _node: &BasicNode,
-        timeout: Duration,
-    ) -> Result<SchemaSupport, RpcError> {
-        self.call(target, timeout, |_| async move { Ok(SchemaSupport::BUILD) })
-            .await
+    async fn status(&self, target: NodeId, _node: &BasicNode, timeout: Duration) -> Result<PeerStatus, RpcError> {
+        self.call(target, timeout, |inbox| async move {
+            Ok(inbox.status().map_err(|error| error.to_string()))
+        })
+        .await?
+        .map_err(|reason| RPCError::Network(NetworkError::new(&std::io::Error::other(reason))))
     }
 
     async fn install_snapshot(
@@ -1051,7 +1053,7 @@ impl Transport for DirectTransport {
         self.call(
             target,
             timeout,
-            |raft| async move { raft.install_snapshot(request).await },
+            |inbox| async move { inbox.install_snapshot(request).await },
         )
         .await
     }

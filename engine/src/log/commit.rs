@@ -392,6 +392,23 @@ impl Log {
         self.commit_round(writer)
     }
 
+    /// Every index below this is vouched for by the watermark on disk:
+    /// opening the log finds a damaged record below it damaged, not torn.
+    /// The newest commit round's records lie past it until the next round
+    /// (or the flusher's idle update) writes a watermark that covers them.
+    pub fn watermark_end(&self) -> u64 {
+        match &self.shared.writer {
+            Some(writer) => {
+                let state = writer.lock();
+                state
+                    .active
+                    .as_ref()
+                    .map_or(state.durable_end, |active| active.watermark.durable_end)
+            }
+            None => self.next_index(),
+        }
+    }
+
     /// Every index below this is acknowledged durable.
     pub fn durable_end(&self) -> u64 {
         match &self.shared.writer {

@@ -16,9 +16,13 @@
 //! family, each with a unique proposer timestamp that identifies it), a
 //! linearizable read, a crash with power loss of a minority (unsynced pages
 //! kept, dropped or torn) or, rarely, of every node at once, a restart, a
-//! partition into two groups, a one-way cut, healing, or new link faults
-//! (loss, duplication, delay and so reordering); then simulated time
-//! advances. At the end the faults stop: every link heals, every node
+//! partition into two groups, a one-way cut, healing, new link faults
+//! (loss, duplication, delay and so reordering), a membership change, a
+//! leader hand-off, a schema move, or a power loss with a bit flipped in
+//! one voter's log: in a record the on-disk watermark vouches for (the
+//! node finds it and rejoins as a new member) or in the newest
+//! acknowledged round (the node cuts it as torn and starts fenced, see
+//! `fence.rs`); then simulated time advances. At the end the faults stop: every link heals, every node
 //! restarts, and the cluster must accept a write within
 //! [`RECOVERY_BOUND`] and converge.
 //!
@@ -34,7 +38,7 @@
 //! - At the end, every node's log holds the same entries (index, term and
 //!   crc) up to the applied index; every acknowledged write is there
 //!   exactly once, at the index and slot it was acknowledged with; and
-//!   every node's state hash is the same.
+//!   every node's state hash is the same; no node is still fenced.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -130,10 +134,14 @@ pub struct SimReport {
     pub schema_upgrades: u64,
     pub schema_upgrades_done: u64,
     pub cluster_schema: u16,
-    /// Bits flipped in a stopped voter's log, and nodes that found their
-    /// log damaged and rejoined as a new member.
+    /// Bits flipped in a stopped voter's log (of them, in the newest
+    /// acknowledged round, past the on-disk watermark), nodes that found
+    /// their log damaged and rejoined as a new member, and nodes that
+    /// started fenced (their engine cut a torn or damaged tail).
     pub damages: u64,
+    pub tail_damages: u64,
     pub rejoins: u64,
+    pub fenced_starts: u64,
     /// At the end: nodes holding a snapshot, and nodes whose log starts
     /// after index 0 (brought up by a snapshot; no history backfill yet).
     pub with_snapshot: u64,
@@ -340,7 +348,9 @@ struct Sim {
     replacements: Vec<(NodeId, NodeId)>,
     next_id: NodeId,
     damages: u64,
+    tail_damages: u64,
     rejoins: u64,
+    fenced_starts: u64,
     nodes: BTreeMap<NodeId, Arc<Node>>,
     recorder: Shared,
     clients: JoinSet<()>,
@@ -418,7 +428,9 @@ impl Sim {
             replacements: Vec::new(),
             next_id,
             damages: 0,
+            tail_damages: 0,
             rejoins: 0,
+            fenced_starts: 0,
             nodes: BTreeMap::new(),
             recorder: Arc::new(Mutex::new(recorder)),
             clients: JoinSet::new(),
@@ -504,6 +516,10 @@ impl Sim {
             Err(error) => return Err(format!("node {id} cannot restart: {error}")),
         };
         let node = Arc::new(node);
+        if node.fence_state().is_fenced() {
+            self.fenced_starts += 1;
+            self.event(&[19, id], "fenced");
+        }
         self.net.attach(&node);
         lock(&self.recorder).logs.insert(id, node.log_store().clone());
         let mut metrics = node.raft.metrics();
@@ -719,26 +735,30 @@ impl Sim {
         let voters = self.voters();
         let down_voters = voters.iter().filter(|id| !self.nodes.contains_key(id)).count();
         let changing = lock(&self.recorder).changes_in_flight > 0;
-        if voters.len() < 3 || down_voters > 0 || !self.replacements.is_empty() || changing {
+        // One damaged node at a time: a fenced node may be one still.
+        let fenced = self.nodes.values().any(|node| node.fence_state().is_fenced());
+        if voters.len() < 3 || down_voters > 0 || !self.replacements.is_empty() || changing || fenced {
             return;
         }
         let up: Vec<NodeId> = voters.into_iter().filter(|id| self.nodes.contains_key(id)).collect();
         let Some(&id) = up.choose(&mut self.rng) else { return };
-        // A durable record of its log, chosen before the power loss, below
-        // the log's on-disk watermark: a round's records are covered by the
-        // watermark written in the next round (or when the log idles), and
-        // damage to the newest round's records looks to the node itself
-        // exactly like a torn write. (That case is the open gap: a node that
-        // cut its tail must not vote or lead until it has caught up past the
-        // cut; not built yet.) More rounds bring the watermark up to
-        // date, as the engine's flusher does when the log idles. Two rounds:
-        // the first acknowledges what was pending, the second writes the
-        // watermark that covers it.
+        // A durable record of its log, chosen before the power loss. Half
+        // the time one the on-disk watermark vouches for: the node finds it
+        // at open and rejoins as a new member. Otherwise one of the newest
+        // round, which the watermark does not cover yet: the node cuts it
+        // like a torn write, and is fenced (see `fence.rs`). For the first,
+        // one round acknowledges what was pending and a second writes the
+        // watermark that covers it, as the engine's flusher does when the
+        // log idles.
         let log = lock(&self.recorder).logs[&id].log().clone();
-        if log.commit_pending().is_err() || log.commit_pending().is_err() {
+        let in_tail = self.rng.gen_bool(0.5);
+        if !in_tail && (log.commit_pending().is_err() || log.commit_pending().is_err()) {
             return;
         }
-        let durable = log.first_index()..log.durable_end();
+        let durable = match in_tail {
+            true => log.watermark_end()..log.durable_end(),
+            false => log.first_index()..log.durable_end(),
+        };
         let target = (!durable.is_empty())
             .then(|| self.rng.gen_range(durable))
             .and_then(|index| log.read(index).ok());
@@ -752,7 +772,8 @@ impl Sim {
         let bit = self.rng.gen_range(0..8);
         if machine.flip_bit(&path, offset, bit).is_ok() {
             self.damages += 1;
-            self.event(&[17, id, offset, bit as u64], "bit flipped");
+            self.tail_damages += in_tail as u64;
+            self.event(&[17, id, offset, bit as u64, in_tail as u64], "bit flipped");
         }
     }
 
@@ -1083,7 +1104,9 @@ impl Sim {
             schema_upgrades_done: recorder.schema_upgrades_done,
             cluster_schema,
             damages: self.damages,
+            tail_damages: self.tail_damages,
             rejoins: self.rejoins,
+            fenced_starts: self.fenced_starts,
             with_snapshot: self
                 .nodes
                 .values()
@@ -1150,7 +1173,12 @@ impl Sim {
                 .map(|node| node.log().last_index().unwrap_or(0))
                 .max()
                 .unwrap_or(0);
-            if applied.iter().all(|&(_, index)| index == last) {
+            let fenced: Vec<NodeId> = nodes
+                .iter()
+                .filter(|(_, node)| node.fence_state().is_fenced())
+                .map(|(&id, _)| id)
+                .collect();
+            if fenced.is_empty() && applied.iter().all(|&(_, index)| index == last) {
                 // The logs first: a state that differs is explained by them.
                 self.check_logs(last)?;
                 let hashes: Vec<(NodeId, [u8; 32])> = nodes
@@ -1193,7 +1221,7 @@ impl Sim {
             }
             if since.elapsed() > RECOVERY_BOUND {
                 return Err(format!(
-                    "nodes did not converge within {RECOVERY_BOUND:?}: applied {applied:?}, last index {last}; {}",
+                    "nodes did not converge within {RECOVERY_BOUND:?}: applied {applied:?}, last index {last}, fenced {fenced:?}; {}",
                     self.describe()
                 ));
             }

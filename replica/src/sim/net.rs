@@ -1,5 +1,5 @@
 //! The in-process network of a simulated cluster: every request is a
-//! direct call on the target node's `Raft`, after a delay, through faults
+//! direct call on the target node's [`Inbox`], after a delay, through faults
 //! drawn from one seeded generator: loss, duplication, delay (and so
 //! reordering), and partitions of any set of nodes, symmetric or one-way.
 //! With no faults set it is also the benchmarks' in-process transport.
@@ -18,8 +18,9 @@ use openraft::BasicNode;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::transport::{RpcError, Transport};
-use crate::{Node, NodeId, Raft, SchemaSupport, TypeConfig};
+use crate::inbox::{ElectError, Inbox};
+use crate::transport::{PeerStatus, RpcError, Transport};
+use crate::{Node, NodeId, TypeConfig};
 
 /// Per-mille probabilities and delays applied to every message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,16 +42,9 @@ pub struct NetCounts {
     pub refused: u64,
 }
 
-/// What the network delivers to on an attached node.
-#[derive(Clone)]
-pub struct Inbound {
-    raft: Raft,
-    schema: SchemaSupport,
-}
-
 struct NetState {
     rng: SmallRng,
-    nodes: BTreeMap<NodeId, Inbound>,
+    nodes: BTreeMap<NodeId, Inbox>,
     /// (from, to): messages from `from` to `to` are refused.
     blocked: BTreeSet<(NodeId, NodeId)>,
     faults: LinkFaults,
@@ -90,11 +84,7 @@ impl SimNet {
 
     /// Makes a node reachable.
     pub fn attach(&self, node: &Node) {
-        let inbound = Inbound {
-            raft: node.raft.clone(),
-            schema: node.schema_support(),
-        };
-        self.lock().nodes.insert(node.id, inbound);
+        self.lock().nodes.insert(node.id, node.inbox());
     }
 
     /// Makes a node unreachable (it crashed or stopped).
@@ -144,7 +134,7 @@ impl SimNet {
         })
     }
 
-    fn fate(&self, from: NodeId, to: NodeId) -> Result<(Fate, Inbound), ()> {
+    fn fate(&self, from: NodeId, to: NodeId) -> Result<(Fate, Inbox), ()> {
         let mut state = self.lock();
         let state = &mut *state;
         let reachable = !state.blocked.contains(&(from, to));
@@ -194,7 +184,7 @@ impl SimNet {
         Req: Clone + Send + 'static,
         Resp: Send + 'static,
         E: std::error::Error + Send + 'static,
-        F: Fn(Inbound, Req) -> Fut + Send + Sync + 'static,
+        F: Fn(Inbox, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, RaftError<NodeId, E>>> + Send + 'static,
     {
         let unreachable = |why: &str| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why.to_string())));
@@ -230,6 +220,11 @@ impl SimNet {
     }
 }
 
+/// A request the target refused for a reason of its own (not Raft's).
+fn refused(reason: String) -> RpcError {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(reason)))
+}
+
 /// Waits `delay`; a zero delay does not wait at all (tokio would round a
 /// zero sleep up to its next 1 ms timer tick, which a network with no
 /// faults must not add to every message).
@@ -255,7 +250,7 @@ impl Transport for SimTransport {
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         self.net
             .call(self.from, target, request, timeout, |inbound, request| async move {
-                inbound.raft.append_entries(request).await
+                inbound.append_entries(request).await
             })
             .await
     }
@@ -269,7 +264,7 @@ impl Transport for SimTransport {
     ) -> Result<VoteResponse<NodeId>, RpcError> {
         self.net
             .call(self.from, target, request, timeout, |inbound, request| async move {
-                inbound.raft.vote(request).await
+                inbound.vote(request).await
             })
             .await
     }
@@ -277,22 +272,22 @@ impl Transport for SimTransport {
     async fn elect(&self, target: NodeId, _node: &BasicNode, timeout: Duration) -> Result<(), RpcError> {
         self.net
             .call(self.from, target, (), timeout, |inbound, ()| async move {
-                inbound.raft.trigger().elect().await.map_err(RaftError::Fatal)
+                match inbound.elect().await {
+                    Err(ElectError::Fatal(fatal)) => Err(RaftError::Fatal(fatal)),
+                    refused => Ok(refused.map_err(|error| error.to_string())),
+                }
             })
-            .await
+            .await?
+            .map_err(refused)
     }
 
-    async fn schema_support(
-        &self,
-        target: NodeId,
-        _node: &BasicNode,
-        timeout: Duration,
-    ) -> Result<SchemaSupport, RpcError> {
+    async fn status(&self, target: NodeId, _node: &BasicNode, timeout: Duration) -> Result<PeerStatus, RpcError> {
         self.net
             .call(self.from, target, (), timeout, |inbound, ()| async move {
-                Ok(inbound.schema)
+                Ok(inbound.status().map_err(|error| error.to_string()))
             })
-            .await
+            .await?
+            .map_err(refused)
     }
 
     async fn install_snapshot(
@@ -304,7 +299,7 @@ impl Transport for SimTransport {
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
         self.net
             .call(self.from, target, request, timeout, |inbound, request| async move {
-                inbound.raft.install_snapshot(request).await
+                inbound.install_snapshot(request).await
             })
             .await
     }
