@@ -225,7 +225,7 @@ async fn survey(
         let mut calls = JoinSet::new();
         for (voter, node) in round {
             asked.insert(voter);
-            let call = probe(voter, node, FENCE_PROBE_TIMEOUT);
+            let call = probe(voter, node, FENCE_PROBE_TIMEOUT, ());
             calls.spawn(async move { (voter, call.await) });
         }
         while let Some(joined) = calls.join_next().await {

@@ -9,7 +9,10 @@ use openraft::raft::{
     VoteResponse,
 };
 
+use std::sync::Arc;
+
 use crate::fence::{self, Fence};
+use crate::history::{History, HistoryChunk, HistoryError};
 use crate::log_store::LogStore;
 use crate::transport::PeerStatus;
 use crate::{NodeId, Raft, SchemaSupport, TypeConfig};
@@ -31,6 +34,7 @@ pub struct Inbox {
     pub(crate) log_store: LogStore,
     pub(crate) fence: Fence,
     pub(crate) schema: SchemaSupport,
+    pub(crate) history: Arc<History>,
 }
 
 impl Inbox {
@@ -70,6 +74,19 @@ impl Inbox {
         request: InstallSnapshotRequest<TypeConfig>,
     ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
         self.raft.install_snapshot(request).await
+    }
+
+    /// Committed history from `from` up to `to` (exclusive), as far as
+    /// this node holds it (see [`History::chunk`]); never past what it
+    /// has applied.
+    pub fn read_history(&self, (from, to): (u64, u64)) -> Result<HistoryChunk, HistoryError> {
+        let applied_end = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |applied| applied.index + 1);
+        self.history.chunk(from, to.min(applied_end))
     }
 
     /// What the node says of itself; an error if its log cannot be read

@@ -9,13 +9,15 @@
 //!   simulation repeats exactly.
 //! - [`node`]: a running node; [`inbox`]: what its peers' requests reach;
 //!   [`fence`]: why a node whose log may have lost acknowledged entries
-//!   does not vote until that is safe.
+//!   does not vote until that is safe; [`history`]: the history behind a
+//!   snapshot, fetched from peers.
 //!
 //! Architecture invariant: replica knows engine and openraft; it knows
 //! nothing of gRPC. Its transport is a trait.
 
 pub mod entry;
 pub mod fence;
+pub mod history;
 pub mod inbox;
 pub mod log_store;
 pub mod meta;
@@ -86,6 +88,8 @@ pub enum Error {
     Schema(#[from] schema::SchemaUnsupported),
     #[error("bad Raft configuration: {reason}")]
     Config { reason: String },
+    #[error(transparent)]
+    History(#[from] history::HistoryError),
     #[error("Raft could not start: {reason}")]
     Raft { reason: String },
     #[error("this node's log is damaged ({what}); it must rejoin as a new member (see Node::rejoin)")]

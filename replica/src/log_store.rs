@@ -73,6 +73,8 @@ struct Inner {
     /// Set for a log in manual flush mode: wakes [`LogStore::flush_task`].
     flush_wanted: Option<Arc<Notify>>,
     manual_flush: ManualFlush,
+    /// Signalled when a backfill of history is owed (see `history.rs`).
+    backfill_wanted: Arc<Notify>,
 }
 
 /// How [`LogStore::flush_task`] behaves for a log in manual flush mode:
@@ -111,17 +113,8 @@ impl LogStore {
         manual_flush: ManualFlush,
     ) -> Result<Self, crate::Error> {
         let meta = meta_file.load()?;
-        // A purge past the end of the log (after installing a snapshot ahead
-        // of it) stores the purge point first, then empties the log: a crash
-        // between the two leaves a log that ends before the purge point.
-        // Finish that purge, so that the log continues after it.
-        if let Some(purged) = meta.last_purged {
-            if log.next_index() <= purged.index {
-                log.purge_before(purged.index + 1)?;
-            }
-        }
         let flush_wanted = (log.flush_mode() == FlushMode::Manual).then(|| Arc::new(Notify::new()));
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 log,
                 meta_file,
@@ -129,8 +122,27 @@ impl LogStore {
                 retention,
                 flush_wanted,
                 manual_flush,
+                backfill_wanted: Arc::new(Notify::new()),
             }),
-        })
+        };
+        // A purge past the end of the log (after installing a snapshot ahead
+        // of it) marks the backfill owed and stores the purge point first,
+        // then empties the log: a crash between them leaves a log that ends
+        // before the purge point. Finish that purge, so that the log
+        // continues after it.
+        if let Some(purged) = meta.last_purged {
+            let log = &store.inner.log;
+            if log.next_index() <= purged.index {
+                store
+                    .owe_backfill(purged)
+                    .map_err(|source| crate::meta::MetaError::Io {
+                        path: store.inner.meta_file.dir().to_path_buf(),
+                        source,
+                    })?;
+                log.purge_before(purged.index + 1)?;
+            }
+        }
+        Ok(store)
     }
 
     pub fn log(&self) -> &Arc<Log> {
@@ -201,6 +213,26 @@ impl LogStore {
         let cut = matches!(self.inner.log.recovery_report().tail, TailCase::TornTail { .. });
         self.store_meta(|meta| *meta = crate::fence::at_open(*meta, id, cut))?;
         Ok(self.meta().fence)
+    }
+
+    /// Records that the history up to `log_id` must be fetched from a peer
+    /// (the log is about to be emptied past it), and wakes the backfill.
+    ///
+    /// On disk when it returns `Ok`: the `BACKFILL` marker, durable.
+    fn owe_backfill(&self, log_id: LogId<NodeId>) -> std::io::Result<()> {
+        let file = &self.inner.meta_file;
+        let target = crate::history::BackfillTarget {
+            end: log_id.index + 1,
+            anchor_term: log_id.leader_id.term,
+        };
+        crate::history::mark_backfill(file.storage().as_ref(), file.dir(), target)?;
+        self.inner.backfill_wanted.notify_one();
+        Ok(())
+    }
+
+    /// Signalled when a backfill is owed.
+    pub(crate) fn backfill_wanted(&self) -> Arc<Notify> {
+        self.inner.backfill_wanted.clone()
     }
 
     /// Lifts the fence.
@@ -384,6 +416,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// `RAFT`; history below the retention floor dropped (see the module
     /// documentation).
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        if self.inner.log.next_index() <= log_id.index {
+            self.owe_backfill(log_id)
+                .map_err(|error| StorageIOError::write(&error))?;
+        }
         self.store_meta(|meta| {
             if meta.last_purged.is_none_or(|purged| purged.index < log_id.index) {
                 meta.last_purged = Some(log_id);

@@ -27,7 +27,6 @@ use openraft::{CommittedLeaderId, LeaderId, LogId, Vote};
 use crate::NodeId;
 
 pub const META_NAME: &str = "RAFT";
-const META_TEMP_NAME: &str = "RAFT.tmp";
 const META_MAGIC: u32 = u32::from_le_bytes(*b"FLRM");
 const META_VERSION: u16 = 2;
 /// The oldest format version this build reads.
@@ -183,20 +182,34 @@ impl MetaFile {
     /// and directory synced). After an error the file holds either the old
     /// or the new state.
     pub fn store(&self, meta: &RaftMeta) -> Result<(), MetaError> {
-        let temp = self.dir.join(META_TEMP_NAME);
-        let write = || -> std::io::Result<()> {
-            let _ = self.storage.remove(&temp);
-            let file = self.storage.open(&temp, OpenMode::CreateNew)?;
-            file.write_all_at(&meta.encode(), 0)?;
-            file.sync_data()?;
-            self.storage.rename(&temp, &self.dir.join(META_NAME))?;
-            self.storage.sync_dir(&self.dir)
-        };
-        write().map_err(|source| MetaError::Io {
+        replace_file(self.storage.as_ref(), &self.dir, META_NAME, &meta.encode()).map_err(|source| MetaError::Io {
             path: self.dir.join(META_NAME),
             source,
         })
     }
+
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Replaces `dir/name` by `bytes` atomically: written to a temporary,
+/// synced, renamed over, directory synced.
+///
+/// On disk when it returns `Ok`: `bytes` at `dir/name`, durable. After an
+/// error the file holds either the old or the new bytes.
+pub(crate) fn replace_file(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let temp = dir.join(format!("{name}.tmp"));
+    let _ = storage.remove(&temp);
+    let file = storage.open(&temp, OpenMode::CreateNew)?;
+    file.write_all_at(bytes, 0)?;
+    file.sync_data()?;
+    storage.rename(&temp, &dir.join(name))?;
+    storage.sync_dir(dir)
 }
 
 #[cfg(test)]

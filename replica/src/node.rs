@@ -21,10 +21,11 @@ use crate::fence::{self, Fence, FenceState};
 use crate::inbox::Inbox;
 use crate::scrub::{self, ScrubStatus};
 
+use crate::history::{self, History, HistoryError, HistoryRecord, ReadHistory, HISTORY_READ_TIMEOUT};
 use crate::proposer::{ProposeError, Proposer};
 use crate::schema::{SchemaError, SchemaSupport};
 use crate::state_machine::Applier;
-use crate::transport::{Network, PeerStatus, Transport};
+use crate::transport::{Network, PeerStatus, RpcError, Transport};
 use crate::{open_stores, Error, LogStore, NodeId, Proposal, Raft, StoreOptions};
 
 /// Heartbeat interval.
@@ -112,10 +113,25 @@ pub enum MembershipError {
 /// margin, is how long a hand-off waits before the target may be elected.
 pub const HAND_OFF_LEASE_MARGIN_MS: u64 = 50;
 
-/// A call to one peer, its transport's type erased.
-pub(crate) type PeerCall<R> =
-    Arc<dyn Fn(NodeId, BasicNode, Duration) -> Pin<Box<dyn Future<Output = Result<R, String>> + Send>> + Send + Sync>;
+/// A call to one peer with an argument `A`, its transport's type erased.
+pub(crate) type PeerCall<R, A = ()> = Arc<
+    dyn Fn(NodeId, BasicNode, Duration, A) -> Pin<Box<dyn Future<Output = Result<R, String>> + Send>> + Send + Sync,
+>;
 type Elect = PeerCall<()>;
+
+/// Erases the transport of one kind of call.
+fn peer_call<T, R, A, F, Fut>(network: &Network<T>, call: F) -> PeerCall<R, A>
+where
+    T: Transport,
+    F: Fn(Network<T>, NodeId, BasicNode, Duration, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
+{
+    let network = network.clone();
+    Arc::new(move |target, node, timeout, argument| {
+        let call = call(network.clone(), target, node, timeout, argument);
+        Box::pin(async move { call.await.map_err(|error| error.to_string()) })
+    })
+}
 
 /// A candidate that lost this many elections in a row, with no leader
 /// seen, sits out a random pause before it may campaign again: openraft
@@ -137,12 +153,15 @@ pub struct Node {
     schema_support: SchemaSupport,
     inbox: Inbox,
     fence: Fence,
+    history: Arc<History>,
+    read_history: ReadHistory,
     applied: Arc<RwLock<Applier>>,
     log_store: LogStore,
     flusher: std::sync::Mutex<Option<JoinHandle<()>>>,
     scrubber: std::sync::Mutex<Option<JoinHandle<()>>>,
     split_vote_breaker: std::sync::Mutex<Option<JoinHandle<()>>>,
     fence_guard: std::sync::Mutex<Option<JoinHandle<()>>>,
+    backfill: std::sync::Mutex<Option<JoinHandle<()>>>,
     scrub_status: watch::Receiver<ScrubStatus>,
 }
 
@@ -167,9 +186,15 @@ impl Node {
         let scrub_rate = store_options.scrub_bytes_per_second;
         let schema_support = store_options.schema_support;
         let verify = store_options.verify_at_open;
+        let log_options = store_options.log.clone();
         let (log_store, state_machine) = match open_stores(storage.clone(), dir, store_options) {
             Err(Error::Engine(error)) if error.corruption().is_some() => return Err(damaged(error.to_string())),
             other => other?,
+        };
+        let history = match History::open(storage.clone(), dir, log_store.log().clone(), log_options) {
+            Ok(history) => Arc::new(history),
+            Err(HistoryError::Engine(error)) if error.corruption().is_some() => return Err(damaged(error.to_string())),
+            Err(error) => return Err(Error::History(error)),
         };
         if verify {
             if let Err(error) = log_store.log().verify(&mut |_| {}) {
@@ -198,30 +223,15 @@ impl Node {
         let applied = state_machine.shared();
         let flusher = log_store.flush_task().map(tokio::spawn);
         let network = Network::new(transport);
-        let elect: Elect = {
-            let network = network.clone();
-            Arc::new(move |target, node, timeout| {
-                let network = network.clone();
-                Box::pin(async move {
-                    network
-                        .elect(target, &node, timeout)
-                        .await
-                        .map_err(|error| error.to_string())
-                })
-            })
-        };
-        let probe: PeerCall<PeerStatus> = {
-            let network = network.clone();
-            Arc::new(move |target, node, timeout| {
-                let network = network.clone();
-                Box::pin(async move {
-                    network
-                        .status(target, &node, timeout)
-                        .await
-                        .map_err(|error| error.to_string())
-                })
-            })
-        };
+        let elect: Elect = peer_call(&network, |network, target, node, timeout, ()| async move {
+            network.elect(target, &node, timeout).await
+        });
+        let probe: PeerCall<PeerStatus> = peer_call(&network, |network, target, node, timeout, ()| async move {
+            network.status(target, &node, timeout).await
+        });
+        let read_history: ReadHistory = peer_call(&network, |network, target, node, timeout, range| async move {
+            network.read_history(target, &node, range, timeout).await
+        });
         let raft = Raft::new(id, config, network, log_store.clone(), state_machine)
             .await
             .map_err(|error| Error::Raft {
@@ -248,12 +258,20 @@ impl Node {
                 probe.clone(),
             ))
         });
+        let backfill = tokio::spawn(history::backfill(
+            id,
+            raft.clone(),
+            log_store.backfill_wanted(),
+            history.clone(),
+            read_history.clone(),
+        ));
         let inbox = Inbox {
             id,
             raft: raft.clone(),
             log_store: log_store.clone(),
             fence: fence.clone(),
             schema: schema_support,
+            history: history.clone(),
         };
         Ok(Self {
             id,
@@ -264,12 +282,15 @@ impl Node {
             schema_support,
             inbox,
             fence,
+            history,
+            read_history,
             applied,
             log_store,
             flusher: std::sync::Mutex::new(flusher),
             scrubber: std::sync::Mutex::new(scrubber),
             split_vote_breaker: std::sync::Mutex::new(Some(split_vote_breaker)),
             fence_guard: std::sync::Mutex::new(fence_guard),
+            backfill: std::sync::Mutex::new(Some(backfill)),
             scrub_status,
         })
     }
@@ -286,6 +307,41 @@ impl Node {
     /// Where the node's transport server delivers its peers' requests.
     pub fn inbox(&self) -> Inbox {
         self.inbox.clone()
+    }
+
+    /// The history held here (see [`crate::history`]).
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// The committed record at `index`: read here when this node holds
+    /// it, otherwise from the leader or another voter that does (a node
+    /// brought up by a snapshot holds the history behind it only once its
+    /// backfill is complete).
+    pub async fn read_history(&self, index: u64) -> Result<HistoryRecord, HistoryError> {
+        let applied = self.raft.metrics().borrow().last_applied.map(|applied| applied.index);
+        if applied.is_none_or(|applied| index > applied) {
+            return Err(HistoryError::NotCommitted { index, applied });
+        }
+        if let Some(record) = self.history.chunk(index, index + 1)?.records.pop() {
+            if record.index == index {
+                return Ok(record);
+            }
+        }
+        let mut reasons = Vec::new();
+        for (source, node) in history::sources(self.id, &self.raft) {
+            match (self.read_history)(source, node, HISTORY_READ_TIMEOUT, (index, index + 1)).await {
+                Ok(mut chunk) => match chunk.records.pop().filter(|record| record.index == index) {
+                    Some(record) => return Ok(record),
+                    None => reasons.push(format!("node {source} holds history from {}", chunk.first_retained)),
+                },
+                Err(reason) => reasons.push(format!("node {source}: {reason}")),
+            }
+        }
+        Err(HistoryError::Unavailable {
+            index,
+            reason: reasons.join("; "),
+        })
     }
 
     /// Whether the node is fenced (see [`crate::fence`]).
@@ -320,7 +376,12 @@ impl Node {
 
     /// Stops Raft and the flusher. Appends not yet durable stay unacknowledged.
     pub async fn shutdown(&self) {
-        for task in [&self.scrubber, &self.split_vote_breaker, &self.fence_guard] {
+        for task in [
+            &self.scrubber,
+            &self.split_vote_breaker,
+            &self.fence_guard,
+            &self.backfill,
+        ] {
             let task = task.lock().unwrap_or_else(|poison| poison.into_inner()).take();
             if let Some(task) = task {
                 task.abort();
@@ -382,7 +443,7 @@ impl Node {
             let support = match id == self.id {
                 true => self.schema_support,
                 false => {
-                    (self.probe)(id, node.clone(), SCHEMA_PROBE_TIMEOUT)
+                    (self.probe)(id, node.clone(), SCHEMA_PROBE_TIMEOUT, ())
                         .await
                         .map_err(|reason| SchemaError::Unreachable { node: id, reason })?
                         .schema
@@ -412,7 +473,7 @@ impl Node {
     /// support the cluster's command schema version.
     pub async fn add_learner(&self, id: NodeId, node: BasicNode) -> Result<(), MembershipError> {
         let cluster = self.cluster_schema();
-        let support = (self.probe)(id, node.clone(), SCHEMA_PROBE_TIMEOUT)
+        let support = (self.probe)(id, node.clone(), SCHEMA_PROBE_TIMEOUT, ())
             .await
             .map_err(|reason| MembershipError::Refused {
                 reason: format!("node {id} did not say which schema versions it supports: {reason}"),
@@ -497,7 +558,7 @@ impl Node {
             self.raft.runtime_config().heartbeat(false);
             let lease = Duration::from_millis(self.raft.config().election_timeout_max + HAND_OFF_LEASE_MARGIN_MS);
             tokio::time::sleep(lease.min(left())).await;
-            (self.elect)(target, node, left())
+            (self.elect)(target, node, left(), ())
                 .await
                 .map_err(|reason| MembershipError::Refused { reason })?;
             self.raft

@@ -20,6 +20,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, LogId};
 
+use crate::history::HistoryChunk;
 use crate::{NodeId, SchemaSupport, TypeConfig};
 
 /// The error of one call.
@@ -61,6 +62,16 @@ pub trait Transport: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<PeerStatus, RpcError>> + Send;
 
+    /// Asks a node for committed history: records from `from` up to `to`
+    /// (exclusive), as far as it holds them (see `History::chunk`).
+    fn read_history(
+        &self,
+        target: NodeId,
+        node: &BasicNode,
+        range: (u64, u64),
+        timeout: Duration,
+    ) -> impl Future<Output = Result<HistoryChunk, RpcError>> + Send;
+
     /// One chunk of a snapshot (openraft sends a snapshot in chunks of at
     /// most `Config::snapshot_max_chunk_size` bytes).
     fn install_snapshot(
@@ -95,6 +106,17 @@ impl<T: Transport> Network<T> {
     /// See [`Transport::elect`].
     pub async fn elect(&self, target: NodeId, node: &BasicNode, timeout: Duration) -> Result<(), RpcError> {
         self.transport.elect(target, node, timeout).await
+    }
+
+    /// See [`Transport::read_history`].
+    pub async fn read_history(
+        &self,
+        target: NodeId,
+        node: &BasicNode,
+        range: (u64, u64),
+        timeout: Duration,
+    ) -> Result<HistoryChunk, RpcError> {
+        self.transport.read_history(target, node, range, timeout).await
     }
 
     /// See [`Transport::status`].

@@ -10,28 +10,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_holds, write, Machine};
+use common::{assert_holds, runtime, write, Machine};
 use farmlog_engine::log::segment::segment_name;
 use farmlog_engine::state::Place;
 use farmlog_engine::Log;
 use farmlog_replica::schema::SchemaSupport;
 use farmlog_replica::sim::net::SimNet;
-use farmlog_replica::{runtime, FenceState, Node, LOG_DIR};
+use farmlog_replica::{FenceState, Node, LOG_DIR};
 use openraft::raft::VoteRequest;
 use openraft::{BasicNode, ServerState, Vote};
 use tokio::time::Instant;
 
 /// A fenced node must be reached by a new leader, and lift, this soon.
 const LIFT_BOUND: Duration = Duration::from_secs(10);
-
-fn runtime(seed: u64) -> tokio::runtime::Runtime {
-    runtime::seed_thread_rng(seed);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
 
 async fn cluster(net: &Arc<SimNet>, machines: &BTreeMap<u64, Machine>) -> BTreeMap<u64, Arc<Node>> {
     let mut nodes = BTreeMap::new();

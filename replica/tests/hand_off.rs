@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{assert_holds, write, Machine};
 use farmlog_engine::state::{batch, testing};
 use farmlog_replica::sim::net::SimNet;
-use farmlog_replica::{runtime, Node, SchemaSupport};
+use farmlog_replica::{Node, SchemaSupport};
 use openraft::BasicNode;
 use tokio::time::Instant;
 
@@ -21,13 +21,7 @@ const RESUME_BOUND: Duration = Duration::from_millis(2000);
 
 #[test]
 fn a_drained_leader_hands_off_and_writes_resume_in_bounded_time() {
-    runtime::seed_thread_rng(11);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    common::runtime(11).block_on(async {
         let net = SimNet::new(11);
         let machines: BTreeMap<u64, Machine> = (1..=3).map(|id| (id, Machine::new(id))).collect();
         let mut nodes = BTreeMap::new();

@@ -13,7 +13,7 @@ use common::Machine;
 use farmlog_engine::state::{batch, testing};
 use farmlog_replica::schema::CLUSTER_SCHEMA_INITIAL;
 use farmlog_replica::sim::net::SimNet;
-use farmlog_replica::{runtime, Error, Node, SchemaError, SchemaSupport};
+use farmlog_replica::{Error, Node, SchemaError, SchemaSupport};
 use openraft::BasicNode;
 
 const OLD: SchemaSupport = SchemaSupport { min: 1, max: 1 };
@@ -42,13 +42,7 @@ async fn wait_for_schema(node: &Node, version: u16) {
 
 #[test]
 fn the_cluster_schema_moves_only_when_every_member_supports_it() {
-    runtime::seed_thread_rng(5);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    common::runtime(5).block_on(async {
         let net = SimNet::new(5);
         let machines: BTreeMap<u64, Machine> = (1..=4).map(|id| (id, Machine::new(id))).collect();
         let mut nodes = BTreeMap::new();

@@ -69,13 +69,13 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
         damage.2 += report.tail_damages;
         damage.3 += report.fenced_starts;
         snapshots.0 += report.with_snapshot;
-        snapshots.1 += report.history_gaps;
+        snapshots.1 += report.backfilled;
         schema.0 += report.schema_upgrades;
         schema.1 += report.schema_upgrades_done;
     }
     println!(
         "{count} seeds from {first}: {} writes acknowledged, {} crashes, {} partitions, {} s simulated, \
-         {} of {} membership changes, {} of {} hand-offs and {} of {} schema moves completed, {} logs damaged ({} in the newest round), {} rejoins, {} fenced starts; at the end {} nodes held a snapshot, {} were brought up by one",
+         {} of {} membership changes, {} of {} hand-offs and {} of {} schema moves completed, {} logs damaged ({} in the newest round), {} rejoins, {} fenced starts; at the end {} nodes held a snapshot, {} were brought up by one and fetched the history behind it",
         totals.0,
         totals.1,
         totals.2,

@@ -56,6 +56,7 @@ use farmlog_engine::state::outcome::{Outcome, Verdict};
 use farmlog_engine::state::testing::{self, Harness};
 use farmlog_engine::state::{encode, EncodedCommand};
 use farmlog_engine::NewRecord;
+use farmlog_replica::history::HistoryChunk;
 use farmlog_replica::inbox::ElectError;
 use farmlog_replica::sim::net::SimNet;
 use farmlog_replica::transport::RpcError;
@@ -1038,6 +1039,20 @@ impl Transport for DirectTransport {
     async fn status(&self, target: NodeId, _node: &BasicNode, timeout: Duration) -> Result<PeerStatus, RpcError> {
         self.call(target, timeout, |inbox| async move {
             Ok(inbox.status().map_err(|error| error.to_string()))
+        })
+        .await?
+        .map_err(|reason| RPCError::Network(NetworkError::new(&std::io::Error::other(reason))))
+    }
+
+    async fn read_history(
+        &self,
+        target: NodeId,
+        _node: &BasicNode,
+        range: (u64, u64),
+        timeout: Duration,
+    ) -> Result<HistoryChunk, RpcError> {
+        self.call(target, timeout, |inbox| async move {
+            Ok(inbox.read_history(range).map_err(|error| error.to_string()))
         })
         .await?
         .map_err(|reason| RPCError::Network(NetworkError::new(&std::io::Error::other(reason))))

@@ -35,8 +35,9 @@
 //! - A linearizable read sees every write acknowledged before it started,
 //!   and never less than a read that finished before it started.
 //! - Once faults stop, a write is accepted within [`RECOVERY_BOUND`].
-//! - At the end, every node's log holds the same entries (index, term and
-//!   crc) up to the applied index; every acknowledged write is there
+//! - At the end, every node holds the whole retained history (its own log
+//!   and what it fetched behind a snapshot), the same records (index, term
+//!   and crc) up to the applied index; every acknowledged write is there
 //!   exactly once, at the index and slot it was acknowledged with; and
 //!   every node's state hash is the same; no node is still fenced.
 
@@ -142,10 +143,11 @@ pub struct SimReport {
     pub tail_damages: u64,
     pub rejoins: u64,
     pub fenced_starts: u64,
-    /// At the end: nodes holding a snapshot, and nodes whose log starts
-    /// after index 0 (brought up by a snapshot; no history backfill yet).
+    /// At the end: nodes holding a snapshot, and nodes whose own log
+    /// starts after index 0 (brought up by a snapshot; the history behind
+    /// it was fetched from a peer).
     pub with_snapshot: u64,
-    pub history_gaps: u64,
+    pub backfilled: u64,
     pub leaders: u64,
     pub final_index: u64,
     pub simulated_ms: u64,
@@ -1112,7 +1114,7 @@ impl Sim {
                 .values()
                 .filter(|node| node.raft.metrics().borrow().snapshot.is_some())
                 .count() as u64,
-            history_gaps: self.nodes.values().filter(|node| node.log().first_index() > 0).count() as u64,
+            backfilled: self.nodes.values().filter(|node| node.log().first_index() > 0).count() as u64,
             leaders: recorder.leaders.len() as u64,
             final_index: applied,
             simulated_ms: self.started.elapsed().as_millis() as u64,
@@ -1178,7 +1180,12 @@ impl Sim {
                 .filter(|(_, node)| node.fence_state().is_fenced())
                 .map(|(&id, _)| id)
                 .collect();
-            if fenced.is_empty() && applied.iter().all(|&(_, index)| index == last) {
+            let owing: Vec<NodeId> = nodes
+                .iter()
+                .filter(|(_, node)| !matches!(node.history().owed(), Ok(None)))
+                .map(|(&id, _)| id)
+                .collect();
+            if fenced.is_empty() && owing.is_empty() && applied.iter().all(|&(_, index)| index == last) {
                 // The logs first: a state that differs is explained by them.
                 self.check_logs(last)?;
                 let hashes: Vec<(NodeId, [u8; 32])> = nodes
@@ -1221,7 +1228,7 @@ impl Sim {
             }
             if since.elapsed() > RECOVERY_BOUND {
                 return Err(format!(
-                    "nodes did not converge within {RECOVERY_BOUND:?}: applied {applied:?}, last index {last}, fenced {fenced:?}; {}",
+                    "nodes did not converge within {RECOVERY_BOUND:?}: applied {applied:?}, last index {last}, fenced {fenced:?}, owing history {owing:?}; {}",
                     self.describe()
                 ));
             }
@@ -1233,45 +1240,48 @@ impl Sim {
     /// acknowledged write is there exactly once, where it was acknowledged.
     fn check_logs(&self, applied: u64) -> Result<(), String> {
         let members = self.membership().1;
-        let logs: Vec<(NodeId, Arc<Log>)> = self
+        let nodes: Vec<(NodeId, Arc<Node>)> = self
             .nodes
             .iter()
             .filter(|(id, _)| members.contains(id))
-            .map(|(&id, node)| (id, node.log().clone()))
+            .map(|(&id, node)| (id, node.clone()))
             .collect();
-        // The reference is the log with the most history. A node brought
-        // up by a snapshot has no history before it (no backfill yet): its
-        // log is compared from where it starts.
-        let (first_id, reference) = logs
+        // Every node holds the whole retained history: its own log and,
+        // for a node brought up by a snapshot, the history it fetched.
+        let (first_id, reference) = nodes
             .iter()
-            .min_by_key(|(id, log)| (log.first_index(), *id))
+            .min_by_key(|(id, node)| (node.history().first_retained(), *id))
             .expect("a member");
+        let start = reference.history().first_retained();
+        if let Some((id, node)) = nodes.iter().find(|(_, node)| node.history().first_retained() != start) {
+            return Err(format!(
+                "node {id} holds history from {}, node {first_id} from {start}",
+                node.history().first_retained()
+            ));
+        }
+        let read = |id: NodeId, node: &Node, index: u64| {
+            node.history()
+                .chunk(index, index + 1)
+                .map_err(|error| error.to_string())
+                .and_then(|mut chunk| chunk.records.pop().ok_or_else(|| "not held".to_string()))
+                .map_err(|error| format!("node {id} cannot read committed index {index}: {error}"))
+        };
         let mut stamps: HashMap<u64, Place> = HashMap::new();
-        for index in reference.first_index()..=applied {
-            let record = reference
-                .read(index)
-                .map_err(|error| format!("node {first_id} cannot read committed index {index}: {error}"))?;
-            for (id, log) in logs
-                .iter()
-                .filter(|(id, log)| id != first_id && index >= log.first_index())
-            {
-                let other = log
-                    .read(index)
-                    .map_err(|error| format!("node {id} cannot read committed index {index}: {error}"))?;
-                if (other.term(), other.crc()) != (record.term(), record.crc()) {
+        for index in start..=applied {
+            let record = read(*first_id, reference, index)?;
+            for (id, node) in nodes.iter().filter(|(id, _)| id != first_id) {
+                let other = read(*id, node, index)?;
+                if (other.term, other.crc) != (record.term, record.crc) {
                     return Err(format!(
                         "committed index {index} differs: node {first_id} has term {} crc {:#x}, node {id} term {} crc {:#x}",
-                        record.term(),
-                        record.crc(),
-                        other.term(),
-                        other.crc()
+                        record.term, record.crc, other.term, other.crc
                     ));
                 }
             }
-            if record.kind() != kinds::COMMAND_BATCH {
+            if record.kind != kinds::COMMAND_BATCH {
                 continue;
             }
-            let batch = Batch::parse(record.payload()).map_err(|error| format!("index {index}: {error}"))?;
+            let batch = Batch::parse(&record.payload).map_err(|error| format!("index {index}: {error}"))?;
             for slot in 0..batch.len() {
                 let command = batch.command(slot).map_err(|error| format!("index {index}: {error}"))?;
                 let stamp = command.proposed_at_ms.to_native();
@@ -1285,12 +1295,10 @@ impl Sim {
         }
         let recorder = lock(&self.recorder);
         for ack in &recorder.acks {
-            if ack.place.index < reference.first_index() {
+            if ack.place.index < start {
                 return Err(format!(
-                    "node {first_id}'s log starts at {}, after acknowledged write {} at {}",
-                    reference.first_index(),
-                    ack.stamp,
-                    ack.place.index
+                    "node {first_id}'s history starts at {start}, after acknowledged write {} at {}",
+                    ack.stamp, ack.place.index
                 ));
             }
             match stamps.get(&ack.stamp) {

@@ -18,6 +18,7 @@ use openraft::BasicNode;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::history::HistoryChunk;
 use crate::inbox::{ElectError, Inbox};
 use crate::transport::{PeerStatus, RpcError, Transport};
 use crate::{Node, NodeId, TypeConfig};
@@ -285,6 +286,21 @@ impl Transport for SimTransport {
         self.net
             .call(self.from, target, (), timeout, |inbound, ()| async move {
                 Ok(inbound.status().map_err(|error| error.to_string()))
+            })
+            .await?
+            .map_err(refused)
+    }
+
+    async fn read_history(
+        &self,
+        target: NodeId,
+        _node: &BasicNode,
+        range: (u64, u64),
+        timeout: Duration,
+    ) -> Result<HistoryChunk, RpcError> {
+        self.net
+            .call(self.from, target, range, timeout, |inbound, range| async move {
+                Ok(inbound.read_history(range).map_err(|error| error.to_string()))
             })
             .await?
             .map_err(refused)

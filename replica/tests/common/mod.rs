@@ -31,17 +31,21 @@ impl Machine {
     /// it to the network.
     pub async fn start(&self, net: &Arc<SimNet>, id: u64, support: SchemaSupport) -> Result<Arc<Node>, Error> {
         let options = StoreOptions {
-            log: LogOptions {
-                first_index: 0,
-                segment_bytes: 256 << 10,
-                disk_reserve_bytes: 0,
-                flush: FlushMode::Manual,
-                ..LogOptions::default()
-            },
             schema_support: support,
-            ..StoreOptions::default()
+            ..options()
         };
-        let config = RaftSettings::default().config("test").unwrap();
+        self.start_with(net, id, options, &RaftSettings::default()).await
+    }
+
+    /// Starts node `id` here with these options and settings.
+    pub async fn start_with(
+        &self,
+        net: &Arc<SimNet>,
+        id: u64,
+        options: StoreOptions,
+        settings: &RaftSettings,
+    ) -> Result<Arc<Node>, Error> {
+        let config = settings.config("test").unwrap();
         let node = Node::start(id, self.storage.clone(), &self.dir, options, config, net.transport(id)).await?;
         net.attach(&node);
         Ok(Arc::new(node))
@@ -62,6 +66,31 @@ impl Machine {
         node.shutdown().await;
         drop(node);
         self.storage.crash();
+    }
+}
+
+/// A deterministic runtime: current-thread, paused time, openraft's
+/// election generator seeded with `seed`.
+pub fn runtime(seed: u64) -> tokio::runtime::Runtime {
+    farmlog_replica::runtime::seed_thread_rng(seed);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// The stores' options of a test node: small segments, manual flush.
+pub fn options() -> StoreOptions {
+    StoreOptions {
+        log: LogOptions {
+            first_index: 0,
+            segment_bytes: 256 << 10,
+            disk_reserve_bytes: 0,
+            flush: FlushMode::Manual,
+            ..LogOptions::default()
+        },
+        ..StoreOptions::default()
     }
 }
 
