@@ -13,11 +13,9 @@
 //!    threads each appending one 256-byte record per blocking
 //!    `Log::append`.
 //!
-//! The 3-node cluster runs twice: on `SimNet` as asked of the benchmarks'
-//! transport, and on [`DirectNet`], the same direct calls without SimNet's
-//! zero-length sleeps, each of which tokio rounds up to its next 1 ms
-//! timer tick (so SimNet adds about 2 ms to every round trip). A 1-node
-//! cluster sends nothing over its network.
+//! `SimNet` with no faults delivers each request as a direct call on the
+//! target node's `Inbox`, with no sleep. A 1-node cluster sends nothing
+//! over its network.
 //!
 //! Every cell is a fresh log (or cluster) under the benchmarks' scratch
 //! root (a real disk, never tmpfs: see `farmlog_benches::scratch`), a
@@ -42,9 +40,8 @@
 //! would be counted and printed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -56,17 +53,9 @@ use farmlog_engine::state::outcome::{Outcome, Verdict};
 use farmlog_engine::state::testing::{self, Harness};
 use farmlog_engine::state::{encode, EncodedCommand};
 use farmlog_engine::NewRecord;
-use farmlog_replica::history::HistoryChunk;
-use farmlog_replica::inbox::ElectError;
 use farmlog_replica::sim::net::SimNet;
-use farmlog_replica::transport::RpcError;
-use farmlog_replica::{Inbox, Node, NodeId, PeerStatus, RaftSettings, StoreOptions, Transport, TypeConfig};
+use farmlog_replica::{Node, NodeId, RaftSettings, StoreOptions};
 use hdrhistogram::Histogram;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
-};
 use openraft::BasicNode;
 
 /// The encoded size the benchmark's commands come as close to as they can.
@@ -101,9 +90,6 @@ struct Args {
     /// the tables.
     #[arg(long)]
     json: bool,
-    /// Leave out the 3-node cluster on direct calls (see `DirectNet`).
-    #[arg(long)]
-    sim_only: bool,
 }
 
 /// What a cell runs on.
@@ -111,55 +97,25 @@ struct Args {
 enum System {
     /// The engine's `Log` alone.
     Engine,
-    /// A cluster of `nodes` nodes on `net`.
-    Cluster { nodes: usize, net: Net },
-}
-
-/// The in-process network a cluster's nodes talk through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Net {
-    /// `farmlog_replica::sim::net::SimNet`, no faults.
-    Sim,
-    /// [`DirectNet`]: the same direct calls without SimNet's zero-length
-    /// sleeps.
-    Direct,
+    /// A cluster of `nodes` nodes on `SimNet`, no faults.
+    Cluster { nodes: usize },
 }
 
 impl System {
-    const ONE: System = System::Cluster {
-        nodes: 1,
-        net: Net::Sim,
-    };
-    const THREE_SIM: System = System::Cluster {
-        nodes: 3,
-        net: Net::Sim,
-    };
-    const THREE_DIRECT: System = System::Cluster {
-        nodes: 3,
-        net: Net::Direct,
-    };
+    const ONE: System = System::Cluster { nodes: 1 };
+    const THREE: System = System::Cluster { nodes: 3 };
 
     fn name(self) -> String {
         match self {
             System::Engine => "engine".to_string(),
-            System::Cluster { nodes: 1, .. } => "replica-1".to_string(),
-            System::Cluster { nodes, net: Net::Sim } => format!("replica-{nodes}-simnet"),
-            System::Cluster {
-                nodes,
-                net: Net::Direct,
-            } => format!("replica-{nodes}-direct"),
+            System::Cluster { nodes } => format!("replica-{nodes}"),
         }
     }
 
     fn label(self) -> String {
         match self {
             System::Engine => "engine `Log::append` (1 record)".to_string(),
-            System::Cluster { nodes: 1, .. } => "1-node cluster".to_string(),
-            System::Cluster { nodes, net: Net::Sim } => format!("{nodes}-node cluster, SimNet"),
-            System::Cluster {
-                nodes,
-                net: Net::Direct,
-            } => format!("{nodes}-node cluster, direct calls"),
+            System::Cluster { nodes } => format!("{nodes}-node cluster"),
         }
     }
 }
@@ -515,10 +471,7 @@ fn run(args: &Args) -> BenchResult<()> {
     let mut cells = Vec::new();
     for round in 1..=args.rounds {
         for &clients in &args.clients {
-            let mut clusters = vec![System::ONE, System::THREE_SIM];
-            if !args.sim_only {
-                clusters.push(System::THREE_DIRECT);
-            }
+            let mut clusters = vec![System::ONE, System::THREE];
             if round % 2 == 0 {
                 clusters.reverse();
             }
@@ -526,8 +479,8 @@ fn run(args: &Args) -> BenchResult<()> {
                 eprintln!("round {round}: {} with {clients} clients ...", system.label());
                 let cell = match system {
                     System::Engine => engine_cell(round, clients, warm_up, window)?,
-                    System::Cluster { nodes, net } => {
-                        runtime.block_on(cluster_cell(round, nodes, net, clients, commands, warm_up, window))?
+                    System::Cluster { nodes } => {
+                        runtime.block_on(cluster_cell(round, nodes, clients, commands, warm_up, window))?
                     }
                 };
                 eprintln!(
@@ -595,8 +548,7 @@ fn summary_json(cells: &[Cell], clients: &[usize], rounds: usize, message_bytes:
     };
     let mut parts = Vec::new();
     for &count in clients {
-        parts.push(ratio(count, System::THREE_SIM, System::ONE));
-        parts.push(ratio(count, System::THREE_DIRECT, System::ONE));
+        parts.push(ratio(count, System::THREE, System::ONE));
         parts.push(ratio(count, System::ONE, System::Engine));
     }
     format!(
@@ -645,10 +597,8 @@ fn print_tables(cells: &[Cell], args: &Args, command_bytes: usize, elapsed: Dura
             cell.rejected,
         );
     }
-    println!(
-        "\n| Clients | 3-node (SimNet) / 1-node, per round | Lower median | 3-node (direct calls) / 1-node, per round | Lower median | 1-node / engine, per round |"
-    );
-    println!("|---|---|---|---|---|---|");
+    println!("\n| Clients | 3-node / 1-node, per round | Lower median | 1-node / engine, per round |");
+    println!("|---|---|---|---|");
     let listed = |per_round: &[f64]| -> String {
         let listed: Vec<String> = per_round.iter().map(|ratio| percent(*ratio)).collect();
         if listed.is_empty() {
@@ -659,26 +609,21 @@ fn print_tables(cells: &[Cell], args: &Args, command_bytes: usize, elapsed: Dura
     };
     let median = |per_round: Vec<f64>| lower_median(per_round).map_or("—".to_string(), percent);
     for &clients in &args.clients {
-        let sim = ratios(cells, args.rounds, clients, System::THREE_SIM, System::ONE);
-        let direct = ratios(cells, args.rounds, clients, System::THREE_DIRECT, System::ONE);
+        let three = ratios(cells, args.rounds, clients, System::THREE, System::ONE);
         let engine = ratios(cells, args.rounds, clients, System::ONE, System::Engine);
         println!(
-            "| {clients} | {} | {} | {} | {} | {} |",
-            listed(&sim),
-            median(sim.clone()),
-            listed(&direct),
-            median(direct.clone()),
+            "| {clients} | {} | {} | {} |",
+            listed(&three),
+            median(three.clone()),
             listed(&engine),
         );
     }
-    for (system, what) in [(System::THREE_SIM, "SimNet"), (System::THREE_DIRECT, "direct calls")] {
-        if let Some(ratio) = lower_median(ratios(cells, args.rounds, 64, system, System::ONE)) {
-            let verdict = if ratio >= 0.5 { "met" } else { "**missed**" };
-            println!(
-                "\nTarget: 3-node ({what}) throughput at 64 clients ≥ 50% of 1-node: {} (lower median of the rounds; {verdict}).",
-                percent(ratio)
-            );
-        }
+    if let Some(ratio) = lower_median(ratios(cells, args.rounds, 64, System::THREE, System::ONE)) {
+        let verdict = if ratio >= 0.5 { "met" } else { "**missed**" };
+        println!(
+            "\nTarget: 3-node throughput at 64 clients ≥ 50% of 1-node: {} (lower median of the rounds; {verdict}).",
+            percent(ratio)
+        );
     }
 }
 
@@ -783,23 +728,16 @@ struct Cluster {
 impl Cluster {
     /// Starts `size` nodes on a fault-free in-process network, initializes
     /// them as one cluster and waits for its leader.
-    async fn start(size: usize, net: Net, seed: u64) -> BenchResult<Self> {
+    async fn start(size: usize, seed: u64) -> BenchResult<Self> {
         let dir = scratch::dir(&format!("replica-{size}"))?;
         let sim = SimNet::new(seed);
-        let direct = Arc::new(DirectNet::default());
         let settings = RaftSettings::default();
         let mut nodes = Vec::with_capacity(size);
         for id in 1..=size as NodeId {
             let path = dir.path().join(format!("n{id}"));
             let (storage, options, config) = (Arc::new(OsStorage), StoreOptions::default(), settings.config("bench")?);
-            let node = match net {
-                Net::Sim => Node::start(id, storage, &path, options, config, sim.transport(id)).await?,
-                Net::Direct => Node::start(id, storage, &path, options, config, direct.transport()).await?,
-            };
-            match net {
-                Net::Sim => sim.attach(&node),
-                Net::Direct => direct.attach(id, node.inbox()),
-            }
+            let node = Node::start(id, storage, &path, options, config, sim.transport(id)).await?;
+            sim.attach(&node);
             nodes.push(Arc::new(node));
         }
         let members: BTreeMap<NodeId, BasicNode> = nodes.iter().map(|node| (node.id, BasicNode::default())).collect();
@@ -847,18 +785,17 @@ impl Cluster {
     }
 }
 
-/// A cluster of `size` nodes on `net` with `clients` concurrent proposers.
+/// A cluster of `size` nodes with `clients` concurrent proposers.
 async fn cluster_cell(
     round: usize,
     size: usize,
-    net: Net,
     clients: usize,
     commands: Commands,
     warm_up: Duration,
     run: Duration,
 ) -> BenchResult<Cell> {
-    let cluster = Cluster::start(size, net, round as u64).await?;
-    let system = System::Cluster { nodes: size, net };
+    let cluster = Cluster::start(size, round as u64).await?;
+    let system = System::Cluster { nodes: size };
     let result = measure_cluster(&cluster, round, system, clients, commands, warm_up, run).await;
     cluster.shutdown().await;
     result
@@ -941,135 +878,4 @@ async fn propose_loop(leader: Arc<Node>, client: usize, commands: Commands, wind
         }
     }
     Ok(tally)
-}
-
-/// An in-process network that delivers every request at once: a direct
-/// call on the target node's `Raft`, bounded by the call's timeout, with
-/// the same error mapping as `SimNet`. `SimNet` with no faults still
-/// awaits `tokio::time::sleep` of a zero delay before each request and
-/// each response, and tokio rounds every sleep up to its next 1 ms timer
-/// tick, so each of its round trips costs about 2 ms; the 3-node cluster
-/// is measured on both.
-#[derive(Default)]
-struct DirectNet {
-    nodes: Mutex<BTreeMap<NodeId, Inbox>>,
-}
-
-impl DirectNet {
-    fn attach(&self, id: NodeId, inbox: Inbox) {
-        self.lock().insert(id, inbox);
-    }
-
-    fn transport(self: &Arc<Self>) -> Arc<DirectTransport> {
-        Arc::new(DirectTransport { net: self.clone() })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Inbox>> {
-        self.nodes.lock().unwrap_or_else(|poison| poison.into_inner())
-    }
-}
-
-/// A node's side of a [`DirectNet`].
-struct DirectTransport {
-    net: Arc<DirectNet>,
-}
-
-impl DirectTransport {
-    async fn call<Resp, E, Fut>(
-        &self,
-        target: NodeId,
-        timeout: Duration,
-        deliver: impl FnOnce(Inbox) -> Fut,
-    ) -> Result<Resp, RpcError<E>>
-    where
-        E: std::error::Error,
-        Fut: Future<Output = Result<Resp, RaftError<NodeId, E>>>,
-    {
-        let unreachable = |why: &str| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why.to_string())));
-        let Some(inbox) = self.net.lock().get(&target).cloned() else {
-            return Err(unreachable("no such node"));
-        };
-        match tokio::time::timeout(timeout, deliver(inbox)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(RaftError::Fatal(fatal))) => Err(RPCError::Network(NetworkError::new(&fatal))),
-            Ok(Err(error)) => Err(RPCError::RemoteError(RemoteError::new(target, error))),
-            Err(_) => Err(unreachable("no answer before the timeout")),
-        }
-    }
-}
-
-impl Transport for DirectTransport {
-    async fn append_entries(
-        &self,
-        target: NodeId,
-        _node: &BasicNode,
-        request: AppendEntriesRequest<TypeConfig>,
-        timeout: Duration,
-    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
-        self.call(
-            target,
-            timeout,
-            |inbox| async move { inbox.append_entries(request).await },
-        )
-        .await
-    }
-
-    async fn vote(
-        &self,
-        target: NodeId,
-        _node: &BasicNode,
-        request: VoteRequest<NodeId>,
-        timeout: Duration,
-    ) -> Result<VoteResponse<NodeId>, RpcError> {
-        self.call(target, timeout, |inbox| async move { inbox.vote(request).await })
-            .await
-    }
-
-    async fn elect(&self, target: NodeId, _node: &BasicNode, timeout: Duration) -> Result<(), RpcError> {
-        self.call(target, timeout, |inbox| async move {
-            match inbox.elect().await {
-                Err(ElectError::Fatal(fatal)) => Err(RaftError::Fatal(fatal)),
-                refused => Ok(refused.map_err(|error| error.to_string())),
-            }
-        })
-        .await?
-        .map_err(|reason| RPCError::Network(NetworkError::new(&std::io::Error::other(reason))))
-    }
-
-    async fn status(&self, target: NodeId, _node: &BasicNode, timeout: Duration) -> Result<PeerStatus, RpcError> {
-        self.call(target, timeout, |inbox| async move {
-            Ok(inbox.status().map_err(|error| error.to_string()))
-        })
-        .await?
-        .map_err(|reason| RPCError::Network(NetworkError::new(&std::io::Error::other(reason))))
-    }
-
-    async fn read_history(
-        &self,
-        target: NodeId,
-        _node: &BasicNode,
-        range: (u64, u64),
-        timeout: Duration,
-    ) -> Result<HistoryChunk, RpcError> {
-        self.call(target, timeout, |inbox| async move {
-            Ok(inbox.read_history(range).map_err(|error| error.to_string()))
-        })
-        .await?
-        .map_err(|reason| RPCError::Network(NetworkError::new(&std::io::Error::other(reason))))
-    }
-
-    async fn install_snapshot(
-        &self,
-        target: NodeId,
-        _node: &BasicNode,
-        request: InstallSnapshotRequest<TypeConfig>,
-        timeout: Duration,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
-        self.call(
-            target,
-            timeout,
-            |inbox| async move { inbox.install_snapshot(request).await },
-        )
-        .await
-    }
 }
