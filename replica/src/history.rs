@@ -31,8 +31,8 @@
 //! then its own log. `Node::read_history` answers a read of one record
 //! here when it can, and otherwise forwards it to a peer that has it.
 //!
-//! Not yet: the retention policy drops only the main log's history; the
-//! fetched records are kept until the node is wiped.
+//! The retention policy drops fetched history as it drops the node's own
+//! (see `log_store.rs`): the two are one history to it.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,7 @@ use openraft::{BasicNode, ServerState};
 
 use tokio::sync::Notify;
 
+use crate::log_store::LogStore;
 use crate::meta::replace_file;
 use crate::node::PeerCall;
 use crate::{NodeId, Raft};
@@ -185,8 +186,12 @@ pub struct History {
     dir: std::path::PathBuf,
     main: Arc<Log>,
     options: LogOptions,
-    fetched: Mutex<Option<Arc<Log>>>,
+    /// Shared with the log store, whose retention policy drops from it.
+    fetched: FetchedLog,
 }
+
+/// The log of fetched history, once there is one.
+pub(crate) type FetchedLog = Arc<Mutex<Option<Arc<Log>>>>;
 
 impl History {
     /// Opens the fetched history under `dir/history`, if there is one.
@@ -196,7 +201,7 @@ impl History {
     pub fn open(
         storage: Arc<dyn Storage>,
         dir: &Path,
-        main: Arc<Log>,
+        log_store: &LogStore,
         options: LogOptions,
     ) -> Result<Self, HistoryError> {
         let options = LogOptions {
@@ -209,12 +214,14 @@ impl History {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
             Err(error) => return Err(HistoryError::Marker(error)),
         };
+        let slot = log_store.fetched_slot();
+        *slot.lock().unwrap_or_else(|poison| poison.into_inner()) = fetched;
         Ok(Self {
             storage,
             dir: dir.to_path_buf(),
-            main,
+            main: log_store.log().clone(),
             options,
-            fetched: Mutex::new(fetched),
+            fetched: slot,
         })
     }
 
@@ -464,6 +471,15 @@ mod tests {
 
     /// A node's history over a log of records of these terms.
     fn history(storage: &Arc<SimStorage>, name: &str, terms: &[u64]) -> History {
+        with_retention(storage, name, terms, crate::Retention::Forever).0
+    }
+
+    fn with_retention(
+        storage: &Arc<SimStorage>,
+        name: &str,
+        terms: &[u64],
+        retention: crate::Retention,
+    ) -> (History, LogStore) {
         let storage: Arc<dyn Storage> = storage.clone();
         let dir = Path::new("/").join(name);
         storage.create_dir_all(&dir).unwrap();
@@ -482,7 +498,9 @@ mod tests {
         if !records.is_empty() {
             main.append(&records).unwrap();
         }
-        History::open(storage, &dir, main, options()).unwrap()
+        let meta = crate::meta::MetaFile::new(storage.clone(), &dir);
+        let store = LogStore::new(main, meta, retention, Default::default()).unwrap();
+        (History::open(storage, &dir, &store, options()).unwrap(), store)
     }
 
     const TARGET: BackfillTarget = BackfillTarget { end: 5, anchor_term: 3 };
@@ -536,6 +554,35 @@ mod tests {
             Err(HistoryError::BadChunk { .. })
         ));
         assert_eq!(taker.chunk(0, 5).unwrap().records, vec![]);
+    }
+
+    #[test]
+    fn the_retention_policy_drops_fetched_history_too() {
+        use openraft::storage::RaftLogStorage;
+        let storage = Arc::new(SimStorage::new(Default::default()));
+        let source = history(&storage, "source", &[1, 1, 2, 2, 3, 3, 3, 3]);
+        let (taker, mut store) = with_retention(&storage, "taker", &[], crate::Retention::Records(2));
+        taker.take(1, source.chunk(0, 5).unwrap(), TARGET).unwrap();
+        // The taker's own log continues after the snapshot at 4.
+        let main = store.log().clone();
+        main.purge_before(5).unwrap();
+        let records: Vec<NewRecord<'_>> = (5..8)
+            .map(|_| NewRecord {
+                term: 3,
+                group: 0,
+                kind: 2,
+                payload: b"later",
+            })
+            .collect();
+        main.append(&records).unwrap();
+        assert_eq!(taker.first_retained(), 0);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(store.purge(crate::entry::log_id(3, 7))).unwrap();
+        // Keep the newest 2 of 0..8: the fetched records (0..5) all go,
+        // and the log's own from 5 (the engine moves a log's start inside
+        // its one segment).
+        assert_eq!(taker.first_retained(), 6);
+        assert_eq!(taker.chunk(0, 8).unwrap().records.len(), 2);
     }
 
     #[test]

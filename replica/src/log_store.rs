@@ -8,8 +8,10 @@
 //! When openraft purges up to a log id (after a snapshot), that id is made
 //! durable in `RAFT` and the entries stop being visible to openraft. The
 //! engine keeps them: the committed history is the product, and it is
-//! dropped only when the [`Retention`] policy allows, whole segments at a
-//! time, and never past what openraft purged. The one exception is a log
+//! dropped only when the [`Retention`] policy (records, bytes or age in
+//! log time) allows, whole segments at a time, and never past what
+//! openraft purged. History fetched from a peer behind a snapshot
+//! (`history.rs`) is the same history to the policy. The one exception is a log
 //! that does not reach the purge point at all (a follower that installed a
 //! snapshot ahead of its log): it is emptied so that it continues after
 //! the snapshot.
@@ -57,7 +59,17 @@ pub enum Retention {
     Records(u64),
     /// Keep at least the newest `n` bytes of segments (at their capacity).
     Bytes(u64),
+    /// Keep at least the records whose log time is within `ms`
+    /// milliseconds of the newest command's. Log time (the proposers'
+    /// timestamps, never going back) is the same on every replica, so
+    /// every replica keeps the same history, and a clock gone wrong on
+    /// one machine drops nothing early.
+    AgeMs(u64),
 }
+
+/// How far back from a segment's last record the age policy looks for a
+/// command batch that dates it; a segment with none there is kept.
+pub const AGE_SCAN_RECORDS_MAX: u64 = 64;
 
 /// The log store; cheap to clone (its readers are clones).
 #[derive(Clone)]
@@ -75,6 +87,8 @@ struct Inner {
     manual_flush: ManualFlush,
     /// Signalled when a backfill of history is owed (see `history.rs`).
     backfill_wanted: Arc<Notify>,
+    /// History fetched from a peer, older than the log (see `history.rs`).
+    fetched: crate::history::FetchedLog,
 }
 
 /// How [`LogStore::flush_task`] behaves for a log in manual flush mode:
@@ -123,6 +137,7 @@ impl LogStore {
                 flush_wanted,
                 manual_flush,
                 backfill_wanted: Arc::new(Notify::new()),
+                fetched: Default::default(),
             }),
         };
         // A purge past the end of the log (after installing a snapshot ahead
@@ -230,6 +245,11 @@ impl LogStore {
         Ok(())
     }
 
+    /// The slot of the fetched history's log, shared with `History`.
+    pub(crate) fn fetched_slot(&self) -> crate::history::FetchedLog {
+        self.inner.fetched.clone()
+    }
+
     /// Signalled when a backfill is owed.
     pub(crate) fn backfill_wanted(&self) -> Arc<Notify> {
         self.inner.backfill_wanted.clone()
@@ -259,28 +279,87 @@ impl LogStore {
     }
 
     /// The index below which the policy allows dropping history, judged
-    /// on the records openraft has purged (`purged_end` is one past the
-    /// last of them).
+    /// over the fetched history and the log as one, never past the records
+    /// openraft has purged (`purged_end` is one past the last of them).
     fn retention_floor(&self, purged_end: u64) -> u64 {
-        let log = &self.inner.log;
-        let floor = match self.inner.retention {
-            Retention::Forever => return log.first_index(),
-            Retention::Records(keep) => log.next_index().saturating_sub(keep),
-            Retention::Bytes(keep) => {
-                let mut kept = 0u64;
-                let mut floor = log.next_index();
-                for segment in log.segments().iter().rev() {
-                    if kept >= keep {
-                        break;
-                    }
-                    kept += segment.capacity;
-                    floor = segment.first_index;
-                }
-                floor
-            }
-        };
-        floor.min(purged_end)
+        let fetched = self
+            .inner
+            .fetched
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone();
+        let logs: Vec<&Log> = fetched
+            .as_deref()
+            .into_iter()
+            .chain([self.inner.log.as_ref()])
+            .collect();
+        retention_floor(self.inner.retention, &logs).min(purged_end)
     }
+}
+
+/// The index below which `retention` allows dropping history, over
+/// `logs`: one history, oldest log first, whole segments at a time.
+fn retention_floor(retention: Retention, logs: &[&Log]) -> u64 {
+    let Some(newest) = logs.last() else { return 0 };
+    let oldest_first = logs.first().map_or(0, |log| log.first_index());
+    // Every segment, newest first, with the log it is in.
+    let segments = || {
+        logs.iter()
+            .rev()
+            .flat_map(|log| log.segments().into_iter().rev().map(move |segment| (*log, segment)))
+    };
+    match retention {
+        Retention::Forever => oldest_first,
+        Retention::Records(keep) => newest.next_index().saturating_sub(keep),
+        Retention::Bytes(keep) => {
+            let mut kept = 0u64;
+            let mut floor = newest.next_index();
+            for (_, segment) in segments() {
+                if kept >= keep {
+                    break;
+                }
+                kept += segment.capacity;
+                floor = segment.first_index;
+            }
+            floor
+        }
+        Retention::AgeMs(keep) => {
+            let mut dated = segments().filter_map(|(log, segment)| {
+                let end = segment.first_index + segment.records;
+                (segment.records > 0).then(|| (end, log_time_before(log, segment.first_index, end)))
+            });
+            let Some((_, Some(newest_time))) = dated.next() else {
+                return oldest_first;
+            };
+            let cutoff = newest_time.saturating_sub(keep);
+            for (end, time) in dated {
+                match time {
+                    // Everything up to this segment's end is older.
+                    Some(time) if time < cutoff => return end,
+                    _ => {}
+                }
+            }
+            oldest_first
+        }
+    }
+}
+
+/// The log time at the end of `first..end` in `log`: the greatest
+/// proposer timestamp of the last command batch among its last
+/// [`AGE_SCAN_RECORDS_MAX`] records; `None` if there is none.
+fn log_time_before(log: &Log, first: u64, end: u64) -> Option<u64> {
+    let scan_from = end.saturating_sub(AGE_SCAN_RECORDS_MAX).max(first);
+    (scan_from..end).rev().find_map(|index| {
+        let record = log.read(index).ok()?;
+        if record.kind() != farmlog_engine::kinds::COMMAND_BATCH {
+            return None;
+        }
+        let batch = farmlog_engine::state::batch::Batch::parse(record.payload()).ok()?;
+        (0..batch.len())
+            .filter_map(|slot| batch.command(slot).ok())
+            .map(|command| command.proposed_at_ms.to_native())
+            .max()
+    })
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -435,6 +514,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         if floor > log.first_index() {
             log.purge_before(floor).map_err(write_error)?;
+        }
+        // Fetched history is below the log; the policy alone decides.
+        let fetched = self
+            .inner
+            .fetched
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone();
+        if let Some(fetched) = fetched {
+            let floor = self.retention_floor(purged_end).min(fetched.next_index());
+            if floor > fetched.first_index() {
+                fetched.purge_before(floor).map_err(write_error)?;
+            }
         }
         Ok(())
     }

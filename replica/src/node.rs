@@ -191,7 +191,7 @@ impl Node {
             Err(Error::Engine(error)) if error.corruption().is_some() => return Err(damaged(error.to_string())),
             other => other?,
         };
-        let history = match History::open(storage.clone(), dir, log_store.log().clone(), log_options) {
+        let history = match History::open(storage.clone(), dir, &log_store, log_options) {
             Ok(history) => Arc::new(history),
             Err(HistoryError::Engine(error)) if error.corruption().is_some() => return Err(damaged(error.to_string())),
             Err(error) => return Err(Error::History(error)),

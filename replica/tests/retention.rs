@@ -104,3 +104,40 @@ fn a_log_behind_the_purge_point_continues_after_it() {
         assert_eq!(store.try_get_log_entries(0..100).await.unwrap().len(), 9);
     });
 }
+
+/// Entries of one command batch each, whose command was proposed at
+/// `index` seconds of log time.
+fn dated_entries(range: std::ops::Range<u64>) -> Vec<Entry> {
+    use farmlog_engine::state::batch::{self, BatchBuilder};
+    range
+        .map(|index| {
+            let mut command = farmlog_engine::state::testing::farm().remove(0);
+            command.proposed_at_ms = index * 1000;
+            let mut builder = BatchBuilder::new();
+            builder.push(batch::encode(&command).unwrap()).unwrap();
+            Entry {
+                log_id: log_id(1, index),
+                payload: EntryPayload::Normal(Proposal::Commands(builder.finish().into())),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_age_policy_keeps_what_is_recent_in_log_time() {
+    let dir = tempfile::tempdir().unwrap();
+    run(async {
+        let mut store = stores(dir.path(), Retention::AgeMs(100_000));
+        store.blocking_append(dated_entries(0..1000)).await.unwrap();
+        assert!(store.log().segments().len() >= 3, "the test needs several segments");
+        store.purge(log_id(1, 990)).await.unwrap();
+        // Log time ends at 999 s: what is within 100 s (from 899) stays;
+        // whole segments wholly older than that go.
+        let first = store.log().first_index();
+        assert!(first > 0 && first <= 899, "first index {first}");
+        // And every droppable segment went: the oldest kept one holds a
+        // recent record.
+        let oldest_kept = store.log().segments()[0].clone();
+        assert!(oldest_kept.first_index + oldest_kept.records > 899);
+    });
+}

@@ -13,6 +13,8 @@
 use std::io::{BufWriter, IsTerminal, Write};
 
 use farmlog_engine::{kinds, Error, Log, Record, RecoveryReport, SegmentInfo, TailCase};
+use farmlog_replica::entry::MembershipRecord;
+use farmlog_replica::schema;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
@@ -275,6 +277,14 @@ enum Payload {
     InvalidBench(String),
     /// A [`kinds::COMMAND_BATCH`] payload: every command, or why not.
     Commands(BatchView),
+    /// A [`kinds::BLANK`] entry (a new leader's first).
+    Blank,
+    /// A [`kinds::MEMBERSHIP`] entry: the voter sets (two while joint) and
+    /// every node's address; or why it cannot be read.
+    Membership(Result<MembershipRecord, String>),
+    /// A [`kinds::SCHEMA`] entry: the command schema version the cluster
+    /// moves to; or why it cannot be read.
+    Schema(Result<u16, String>),
     /// The first [`PREVIEW_BYTES_MAX`] bytes of anything else, as text
     /// when they are printable UTF-8, as hex when they are not.
     Preview(Preview),
@@ -292,6 +302,11 @@ impl Payload {
                 Err(reason) => Self::InvalidBench(reason),
             },
             kinds::COMMAND_BATCH => Self::Commands(BatchView::decode(payload)),
+            kinds::BLANK => Self::Blank,
+            kinds::MEMBERSHIP => {
+                Self::Membership(MembershipRecord::decode(payload).map(|membership| MembershipRecord::of(&membership)))
+            }
+            kinds::SCHEMA => Self::Schema(schema::decode_entry(payload)),
             _ => Self::Preview(Preview::of(payload, PREVIEW_BYTES_MAX)),
         }
     }
@@ -300,7 +315,13 @@ impl Payload {
     fn damage(&self) -> Option<&str> {
         match self {
             Self::Commands(batch) => batch.error(),
-            Self::Bench { .. } | Self::InvalidBench(_) | Self::Preview(_) => None,
+            Self::Membership(Err(reason)) | Self::Schema(Err(reason)) => Some(reason),
+            Self::Bench { .. }
+            | Self::InvalidBench(_)
+            | Self::Preview(_)
+            | Self::Blank
+            | Self::Membership(Ok(_))
+            | Self::Schema(Ok(_)) => None,
         }
     }
 
@@ -313,6 +334,13 @@ impl Payload {
             } => json!({ "appender": appender, "sequence": sequence, "body_length": body_length }),
             Self::InvalidBench(reason) => json!({ "error": format!("not a valid bench payload: {reason}") }),
             Self::Commands(batch) => batch.to_json(),
+            Self::Blank => json!({}),
+            Self::Membership(Ok(MembershipRecord { configs, nodes })) => json!({
+                "voters": configs,
+                "nodes": nodes.iter().map(|(id, address)| json!({ "id": id, "address": address })).collect::<Vec<_>>(),
+            }),
+            Self::Schema(Ok(version)) => json!({ "schema_version": version }),
+            Self::Membership(Err(reason)) | Self::Schema(Err(reason)) => json!({ "error": reason }),
             Self::Preview(preview) => preview.to_json(),
         }
     }
@@ -326,6 +354,13 @@ impl Payload {
             } => format!("appender={appender} sequence={sequence} body_length={body_length}"),
             Self::InvalidBench(reason) => format!("payload_error={:?}", format!("not a valid bench payload: {reason}")),
             Self::Commands(batch) => batch.summary_text(),
+            Self::Blank => "blank".to_string(),
+            Self::Membership(Ok(MembershipRecord { configs, nodes })) => {
+                let nodes: Vec<String> = nodes.iter().map(|(id, address)| format!("{id}@{address}")).collect();
+                format!("voters={configs:?} nodes=[{}]", nodes.join(","))
+            }
+            Self::Schema(Ok(version)) => format!("schema_version={version}"),
+            Self::Membership(Err(reason)) | Self::Schema(Err(reason)) => format!("payload_error={reason:?}"),
             Self::Preview(preview) => preview.to_text(),
         }
     }

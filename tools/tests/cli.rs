@@ -536,3 +536,78 @@ fn bench_with_retention_purges_while_appending_and_leaves_a_valid_log() {
     ]);
     zero.assert_code(2);
 }
+
+/// A replica's entries are decoded by `dump`: a new leader's blank entry,
+/// a membership (voters and addresses), and a schema move.
+#[test]
+fn dump_decodes_replication_entries() {
+    use farmlog_replica::entry::{new_record, to_record};
+    use farmlog_replica::{Entry, Proposal};
+    use openraft::{BasicNode, EntryPayload, Membership};
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogOptions {
+            first_index: 0,
+            segment_bytes: SEGMENT_BYTES_SMALL,
+            disk_reserve_bytes: 0,
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
+    let nodes: BTreeMap<u64, BasicNode> = [
+        (1, BasicNode::new("10.0.0.1:7100")),
+        (2, BasicNode::new("10.0.0.2:7100")),
+    ]
+    .into_iter()
+    .collect();
+    let membership = Membership::new(vec![[1, 2].into_iter().collect()], nodes);
+    let entries = [
+        EntryPayload::Membership(membership),
+        EntryPayload::Blank,
+        EntryPayload::Normal(Proposal::Schema(2)),
+    ];
+    let entries: Vec<Entry> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(index, payload)| Entry {
+            log_id: farmlog_replica::entry::log_id(1, index as u64),
+            payload,
+        })
+        .collect();
+    let encoded: Vec<(u16, _)> = entries.iter().map(to_record).collect();
+    let records: Vec<NewRecord<'_>> = entries
+        .iter()
+        .zip(&encoded)
+        .map(|(entry, (kind, payload))| new_record(entry, *kind, payload))
+        .collect();
+    log.append(&records).unwrap();
+    drop(log);
+
+    let dump = farmlog(&["dump", path(dir.path())]);
+    dump.assert_code(0);
+    assert!(
+        dump.stdout
+            .contains("voters=[[1, 2]] nodes=[1@10.0.0.1:7100,2@10.0.0.2:7100]"),
+        "{}",
+        dump.stdout
+    );
+    assert!(dump.stdout.contains("blank"), "{}", dump.stdout);
+    assert!(dump.stdout.contains("schema_version=2"), "{}", dump.stdout);
+    let json = farmlog(&["dump", path(dir.path()), "--json"]);
+    json.assert_code(0);
+    let lines = json_lines(&json.stdout);
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.to_string().contains("\"schema_version\":2")),
+        "{}",
+        json.stdout
+    );
+    assert!(
+        lines.iter().any(|line| line.to_string().contains("10.0.0.2:7100")),
+        "{}",
+        json.stdout
+    );
+}
