@@ -107,6 +107,8 @@ pub enum HistoryError {
     NotCommitted { index: u64, applied: Option<u64> },
     #[error("index {index} is not retained here (history from {first_retained})")]
     NotRetained { index: u64, first_retained: u64 },
+    #[error("history before {first_retained} is still being fetched here")]
+    Incomplete { first_retained: u64 },
     #[error("no peer could serve index {index}: {reason}")]
     Unavailable { index: u64, reason: String },
     #[error("a bad chunk of history from node {source_node}: {reason}")]
@@ -255,9 +257,14 @@ impl History {
     /// if later) up to `to` (exclusive), as far as held without a gap, at
     /// most [`HISTORY_CHUNK_RECORDS_MAX`] records and about
     /// [`HISTORY_CHUNK_BYTES_MAX`] bytes. The caller bounds `to` by what is
-    /// committed.
+    /// committed. A node still owed history behind a snapshot does not
+    /// answer for what lies before its own: it cannot say what is retained
+    /// there.
     pub fn chunk(&self, from: u64, to: u64) -> Result<HistoryChunk, HistoryError> {
         let first_retained = self.first_retained();
+        if from < first_retained && self.owed()?.is_some() {
+            return Err(HistoryError::Incomplete { first_retained });
+        }
         let mut chunk = HistoryChunk {
             first_retained,
             records: Vec::new(),
@@ -583,6 +590,27 @@ mod tests {
         // its one segment).
         assert_eq!(taker.first_retained(), 6);
         assert_eq!(taker.chunk(0, 8).unwrap().records.len(), 2);
+    }
+
+    #[test]
+    fn a_node_still_owed_history_does_not_answer_for_what_is_before_its_own() {
+        let storage = Arc::new(SimStorage::new(Default::default()));
+        let (node, store) = with_retention(&storage, "node", &[], crate::Retention::Forever);
+        store.log().purge_before(17).unwrap();
+        let target = BackfillTarget {
+            end: 17,
+            anchor_term: 2,
+        };
+        mark_backfill(storage.as_ref(), Path::new("/node"), target).unwrap();
+        // Asked from 0 (seed 5384 of the simulation): not "nothing here",
+        // which a peer would take for "nothing retained".
+        assert!(matches!(
+            node.chunk(0, 17),
+            Err(HistoryError::Incomplete { first_retained: 17 })
+        ));
+        assert_eq!(node.chunk(17, 18).unwrap().records, vec![]);
+        node.finish().unwrap();
+        assert_eq!(node.chunk(0, 17).unwrap().first_retained, 17);
     }
 
     #[test]

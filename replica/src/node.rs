@@ -323,8 +323,9 @@ impl Node {
         if applied.is_none_or(|applied| index > applied) {
             return Err(HistoryError::NotCommitted { index, applied });
         }
-        if let Some(record) = self.history.chunk(index, index + 1)?.records.pop() {
-            if record.index == index {
+        // Not held here (or still being fetched): ask the peers.
+        if let Ok(mut chunk) = self.history.chunk(index, index + 1) {
+            if let Some(record) = chunk.records.pop().filter(|record| record.index == index) {
                 return Ok(record);
             }
         }
