@@ -47,7 +47,12 @@
 //! a candidate at least as up to date as M holds the entry.
 //!
 //! Why every voter: a partition is not a fault. Any voter not heard from
-//! may be the one undamaged holder of a committed entry.
+//! may be the one undamaged holder of a committed entry. One exception: a
+//! voter whose log was found damaged and wiped (its successor, rejoining
+//! at its address, says so: `Node::rejoin`) has nothing to say, and is
+//! one of the damaged minority. With it counted, the argument above
+//! still holds as long as the damaged nodes, known or not, are a
+//! minority.
 //!
 //! ## Never resume leadership
 //!
@@ -231,9 +236,24 @@ async fn survey(
         while let Some(joined) = calls.join_next().await {
             let (voter, answer) = joined.ok()?;
             match answer {
-                Ok(status) => {
+                Ok(status) if status.id == voter => {
                     greatest = greatest.max(status.last_log_id);
                     to_ask.extend(status.voters);
+                }
+                // The voter's log is gone: its successor (wiped, rejoining)
+                // answers at its address. It counts among the faulty
+                // minority; there is nothing of it to wait for.
+                Ok(status) if status.replaces == Some(voter) => {
+                    tracing::info!(
+                        node = id,
+                        voter,
+                        successor = status.id,
+                        "fence: a voter's log is known lost"
+                    );
+                }
+                Ok(status) => {
+                    tracing::debug!(node = id, voter, answered = status.id, "fence: another node answered");
+                    return None;
                 }
                 Err(error) => {
                     tracing::debug!(node = id, voter, %error, "fence: a voter did not answer");

@@ -35,9 +35,18 @@ pub struct Inbox {
     pub(crate) fence: Fence,
     pub(crate) schema: SchemaSupport,
     pub(crate) history: Arc<History>,
+    /// The damaged node this one replaced, if any (see `Node::rejoin`).
+    pub(crate) replaces: Option<NodeId>,
 }
 
 impl Inbox {
+    /// This node's id. A transport that reaches nodes by address must
+    /// refuse a Raft request meant for another id (the damaged node this
+    /// one replaced, say): only [`Inbox::status`] answers any.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
     pub async fn append_entries(
         &self,
         request: AppendEntriesRequest<TypeConfig>,
@@ -94,6 +103,8 @@ impl Inbox {
     pub fn status(&self) -> Result<PeerStatus, farmlog_engine::Error> {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         Ok(PeerStatus {
+            id: self.id,
+            replaces: self.replaces,
             schema: self.schema,
             last_log_id: self.log_store.last_log_id()?,
             voters: fence::voters(membership.membership()),

@@ -183,6 +183,7 @@ impl Node {
             let _ = scrub::mark_damaged(storage.as_ref(), dir, &what);
             Error::Damaged { what }
         };
+        let replaces = scrub::replaces(storage.as_ref(), dir);
         let scrub_rate = store_options.scrub_bytes_per_second;
         let schema_support = store_options.schema_support;
         let verify = store_options.verify_at_open;
@@ -272,6 +273,7 @@ impl Node {
             fence: fence.clone(),
             schema: schema_support,
             history: history.clone(),
+            replaces,
         };
         Ok(Self {
             id,
@@ -413,6 +415,16 @@ impl Node {
         self.schema_support
     }
 
+    /// Which schema versions node `id` says it supports; an error if it
+    /// cannot be asked, or another node answers at its address.
+    async fn schema_of(&self, id: NodeId, node: BasicNode) -> Result<SchemaSupport, String> {
+        let status = (self.probe)(id, node, SCHEMA_PROBE_TIMEOUT, ()).await?;
+        match status.id == id {
+            true => Ok(status.schema),
+            false => Err(format!("node {} answered at its address", status.id)),
+        }
+    }
+
     /// The cluster's command schema version, as applied here.
     pub fn cluster_schema(&self) -> u16 {
         self.read_local(|applier| applier.cluster_schema)
@@ -443,12 +455,10 @@ impl Node {
         for (&id, node) in metrics.membership_config.membership().nodes() {
             let support = match id == self.id {
                 true => self.schema_support,
-                false => {
-                    (self.probe)(id, node.clone(), SCHEMA_PROBE_TIMEOUT, ())
-                        .await
-                        .map_err(|reason| SchemaError::Unreachable { node: id, reason })?
-                        .schema
-                }
+                false => self
+                    .schema_of(id, node.clone())
+                    .await
+                    .map_err(|reason| SchemaError::Unreachable { node: id, reason })?,
             };
             if !support.contains(version) {
                 return Err(SchemaError::Unsupported {
@@ -474,12 +484,12 @@ impl Node {
     /// support the cluster's command schema version.
     pub async fn add_learner(&self, id: NodeId, node: BasicNode) -> Result<(), MembershipError> {
         let cluster = self.cluster_schema();
-        let support = (self.probe)(id, node.clone(), SCHEMA_PROBE_TIMEOUT, ())
+        let support = self
+            .schema_of(id, node.clone())
             .await
             .map_err(|reason| MembershipError::Refused {
                 reason: format!("node {id} did not say which schema versions it supports: {reason}"),
-            })?
-            .schema;
+            })?;
         if !support.contains(cluster) {
             return Err(MembershipError::Refused {
                 reason: format!("node {id} supports schema versions {support}, not the cluster's {cluster}"),
@@ -600,10 +610,16 @@ impl Node {
 
     /// Starts a node whose log was found damaged as a new member: wipes
     /// `dir` and starts an empty node there under `new_id`, which then
-    /// waits for the leader's [`Node::replace_voter`].
+    /// waits for the leader's [`Node::replace_voter`]. It answers status
+    /// requests sent to `old_id` (at the same address) saying that it
+    /// replaced it: a fenced node then knows `old_id`'s log is gone (see
+    /// `fence.rs`).
     ///
-    /// On disk when it returns `Ok`: `dir` holds only the new node's files.
+    /// On disk when it returns `Ok`: `dir` holds only the new node's files
+    /// and `REPLACES`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn rejoin<T: Transport>(
+        old_id: NodeId,
         new_id: NodeId,
         storage: Arc<dyn Storage>,
         dir: &Path,
@@ -611,10 +627,12 @@ impl Node {
         config: Arc<Config>,
         transport: Arc<T>,
     ) -> Result<Self, Error> {
-        scrub::wipe(storage.as_ref(), dir).map_err(|source| crate::meta::MetaError::Io {
+        let io = |source| crate::meta::MetaError::Io {
             path: dir.to_path_buf(),
             source,
-        })?;
+        };
+        scrub::wipe(storage.as_ref(), dir).map_err(io)?;
+        scrub::mark_replaces(storage.as_ref(), dir, old_id).map_err(io)?;
         Self::start(new_id, storage, dir, store_options, config, transport).await
     }
 

@@ -103,6 +103,32 @@ pub fn damage_marked(storage: &dyn Storage, dir: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// The file in a rejoined node's directory naming the damaged node it
+/// replaced.
+pub const REPLACES_NAME: &str = "REPLACES";
+
+/// Records in `dir` that the node there replaced damaged node `old`.
+///
+/// On disk when it returns `Ok`: `REPLACES`, durable.
+pub fn mark_replaces(storage: &dyn Storage, dir: &Path, old: u64) -> std::io::Result<()> {
+    let mut bytes = [0u8; 16];
+    bytes[0..8].copy_from_slice(&old.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[0..8]);
+    bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+    crate::meta::replace_file(storage, dir, REPLACES_NAME, &bytes)
+}
+
+/// The damaged node the node in `dir` replaced, if any. A damaged record
+/// reads as none: the node then answers only for itself.
+pub fn replaces(storage: &dyn Storage, dir: &Path) -> Option<u64> {
+    let file = storage.open(&dir.join(REPLACES_NAME), OpenMode::Read).ok()?;
+    let mut bytes = [0u8; 16];
+    file.read_exact_at(&mut bytes, 0).ok()?;
+    let old = u64::from_le_bytes(bytes[0..8].try_into().expect("eight bytes"));
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("four bytes"));
+    (crc == crc32fast::hash(&bytes[0..8])).then_some(old)
+}
+
 /// Removes every file under `dir` (a node's data), depth first.
 ///
 /// On disk when it returns `Ok`: the removals, durable.

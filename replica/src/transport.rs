@@ -128,6 +128,12 @@ impl<T: Transport> Network<T> {
 /// What a node says of itself to a peer that asks (see [`Transport::status`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerStatus {
+    /// The node that answered. A node asked at the address of another is
+    /// that node's successor when `replaces` names it.
+    pub id: NodeId,
+    /// The node whose damaged log this one replaced (`Node::rejoin`): that
+    /// node's log is gone.
+    pub replaces: Option<NodeId>,
     /// The command schema versions it applies.
     pub schema: SchemaSupport,
     /// Where its log ends (see `LogStore::last_log_id`).

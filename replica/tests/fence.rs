@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_holds, runtime, write, Machine};
+use common::{assert_holds, options, runtime, write, Machine};
 use farmlog_engine::log::segment::segment_name;
 use farmlog_engine::state::Place;
 use farmlog_engine::Log;
 use farmlog_replica::schema::SchemaSupport;
 use farmlog_replica::sim::net::SimNet;
-use farmlog_replica::{FenceState, Node, LOG_DIR};
+use farmlog_replica::{FenceState, Node, RaftSettings, LOG_DIR};
 use openraft::raft::VoteRequest;
 use openraft::{BasicNode, ServerState, Vote};
 use tokio::time::Instant;
@@ -71,6 +71,30 @@ async fn all_hold(nodes: &BTreeMap<u64, Arc<Node>>, acked: &[(u64, Place)]) {
             .await
             .unwrap();
         assert_holds(node, acked);
+    }
+}
+
+/// Power loss on every node of `nodes` with a bit flipped in the newest
+/// round of each log: they restart, each fenced.
+async fn power_loss_with_cut_tails(
+    net: &Arc<SimNet>,
+    machines: &BTreeMap<u64, Machine>,
+    nodes: &mut BTreeMap<u64, Arc<Node>>,
+) {
+    let targets: BTreeMap<u64, (String, u64)> = nodes
+        .iter()
+        .map(|(&id, node)| (id, newest_round_record(node.log()).expect("a round past the watermark")))
+        .collect();
+    for (id, node) in std::mem::take(nodes) {
+        machines[&id].crash(net, node).await;
+    }
+    for (id, target) in &targets {
+        flip(&machines[id], target);
+    }
+    for &id in targets.keys() {
+        let node = machines[&id].start(net, id, SchemaSupport::BUILD).await.unwrap();
+        assert!(node.fence_state().is_fenced(), "node {id} is not fenced");
+        nodes.insert(id, node);
     }
 }
 
@@ -164,21 +188,7 @@ fn a_cluster_where_every_node_is_fenced_elects_a_leader_once_all_have_answered()
         // every node cuts its tail and starts fenced. (Damage on a majority
         // is past what any replication survives, so only liveness and
         // agreement are checked here.)
-        let targets: BTreeMap<u64, (String, u64)> = nodes
-            .iter()
-            .map(|(&id, node)| (id, newest_round_record(node.log()).expect("a round past the watermark")))
-            .collect();
-        for (id, node) in std::mem::take(&mut nodes) {
-            machines[&id].crash(&net, node).await;
-        }
-        for (id, target) in &targets {
-            flip(&machines[id], target);
-        }
-        for (&id, machine) in &machines {
-            let node = machine.start(&net, id, SchemaSupport::BUILD).await.unwrap();
-            assert!(node.fence_state().is_fenced(), "node {id} is not fenced");
-            nodes.insert(id, node);
-        }
+        power_loss_with_cut_tails(&net, &machines, &mut nodes).await;
         let leader = leader(&nodes).await;
         let more = write(&leader, (1 << 40) + 1000, 5).await;
         for node in nodes.values() {
@@ -217,5 +227,53 @@ fn a_leader_restarts_as_a_follower_and_leads_again_only_in_a_later_term() {
         assert!(node.raft.metrics().borrow().current_term > term);
         assert_holds(&node, &acked);
         node.shutdown().await;
+    });
+}
+
+#[test]
+fn fenced_nodes_do_not_wait_for_a_voter_whose_successor_says_its_log_is_gone() {
+    runtime(24).block_on(async {
+        let net = SimNet::new(24);
+        let machines: BTreeMap<u64, Machine> = (1..=3).map(|id| (id, Machine::new(id))).collect();
+        let mut nodes = cluster(&net, &machines).await;
+        let first = leader(&nodes).await;
+        write(&first, 1 << 40, 10).await;
+        // A follower's log is found damaged: it is wiped and starts again
+        // as node 4, where node 3 ran (so requests to 3 reach it).
+        let victim = *nodes.keys().find(|&&id| id != first.id).unwrap();
+        let node = nodes.remove(&victim).unwrap();
+        machines[&victim].crash(&net, node).await;
+        let config = RaftSettings::default().config("test").unwrap();
+        let successor = Node::rejoin(
+            victim,
+            4,
+            machines[&victim].storage.clone(),
+            &machines[&victim].dir,
+            options(),
+            config,
+            net.transport(4),
+        )
+        .await
+        .unwrap();
+        net.attach(&successor);
+        net.alias(victim, 4);
+
+        // The two others keep the cluster going, then lose power with a
+        // cut tail each: both start fenced. Node `victim` can never answer
+        // for itself; its successor answers that its log is gone.
+        let leader_now = leader(&nodes).await;
+        write(&leader_now, (1 << 40) + 100, 10).await;
+        power_loss_with_cut_tails(&net, &machines, &mut nodes).await;
+        // (Damage on every voter is past what replication survives: only
+        // that the cluster comes back is checked.)
+        let leader = leader(&nodes).await;
+        write(&leader, (1 << 40) + 200, 3).await;
+        for node in nodes.values() {
+            wait_open(node).await;
+        }
+        for node in nodes.values() {
+            node.shutdown().await;
+        }
+        successor.shutdown().await;
     });
 }

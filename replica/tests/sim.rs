@@ -44,7 +44,7 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
     };
     let mut totals = (0u64, 0u64, 0u64, 0u64);
     let mut changes = (0u64, 0u64, 0u64, 0u64);
-    let mut damage = (0u64, 0u64, 0u64, 0u64);
+    let mut damage = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut snapshots = (0u64, 0u64);
     let mut schema = (0u64, 0u64);
     for seed in first..first + count {
@@ -68,6 +68,7 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
         damage.1 += report.rejoins;
         damage.2 += report.tail_damages;
         damage.3 += report.fenced_starts;
+        damage.4 += report.truncations;
         snapshots.0 += report.with_snapshot;
         snapshots.1 += report.backfilled;
         schema.0 += report.schema_upgrades;
@@ -75,7 +76,7 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
     }
     println!(
         "{count} seeds from {first}: {} writes acknowledged, {} crashes, {} partitions, {} s simulated, \
-         {} of {} membership changes, {} of {} hand-offs and {} of {} schema moves completed, {} logs damaged ({} in the newest round), {} rejoins, {} fenced starts; at the end {} nodes held a snapshot, {} were brought up by one and fetched the history behind it",
+         {} of {} membership changes, {} of {} hand-offs and {} of {} schema moves completed, {} logs damaged ({} in the newest round, {} files cut short), {} rejoins, {} fenced starts; at the end {} nodes held a snapshot, {} were brought up by one and fetched the history behind it",
         totals.0,
         totals.1,
         totals.2,
@@ -88,6 +89,7 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
         schema.0,
         damage.0,
         damage.2,
+        damage.4,
         damage.1,
         damage.3,
         snapshots.0,
@@ -100,6 +102,7 @@ fn seeds_keep_every_guarantee_and_repeat_exactly() {
         assert!(damage.1 > 0, "no damaged node rejoined in {count} seeds");
         assert!(damage.2 > 0, "no damage to a newest round in {count} seeds");
         assert!(damage.3 > 0, "no node started fenced in {count} seeds");
+        assert!(damage.4 > 0, "no log file was cut short in {count} seeds");
         assert!(snapshots.1 > 0, "no node was brought up by a snapshot in {count} seeds");
         assert!(schema.1 > 0, "no schema move completed in {count} seeds");
     }

@@ -22,7 +22,8 @@
 //! one voter's log: in a record the on-disk watermark vouches for (the
 //! node finds it and rejoins as a new member) or in the newest
 //! acknowledged round (the node cuts it as torn and starts fenced, see
-//! `fence.rs`); then simulated time advances. At the end the faults stop: every link heals, every node
+//! `fence.rs`), or with a segment file of it cut short inside a record
+//! (found at open: it rejoins); then simulated time advances. At the end the faults stop: every link heals, every node
 //! restarts, and the cluster must accept a write within
 //! [`RECOVERY_BOUND`] and converge.
 //!
@@ -42,7 +43,7 @@
 //!   every node's state hash is the same; no node is still fenced.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -141,6 +142,8 @@ pub struct SimReport {
     /// started fenced (their engine cut a torn or damaged tail).
     pub damages: u64,
     pub tail_damages: u64,
+    /// Of the damages, files cut short rather than bits flipped.
+    pub truncations: u64,
     pub rejoins: u64,
     pub fenced_starts: u64,
     /// At the end: nodes holding a snapshot, and nodes whose own log
@@ -204,6 +207,10 @@ struct Recorder {
     /// The newest log of every node (a crashed node's stays, frozen as it
     /// was when power was lost).
     logs: BTreeMap<NodeId, LogStore>,
+    /// What each damaged node held durably (index → term) when the
+    /// simulation damaged its log: it held them when it acknowledged
+    /// them, even if its log no longer does by the time a client hears.
+    damaged_held: BTreeMap<NodeId, BTreeMap<u64, u64>>,
     writes: u64,
     /// Membership changes under way: no damage meanwhile.
     changes_in_flight: u64,
@@ -274,6 +281,12 @@ impl Recorder {
                 in_log || in_snapshot
             })
             .map(|(&id, _)| id)
+            .chain(
+                self.damaged_held
+                    .iter()
+                    .filter(|(_, held)| held.get(&place.index) == Some(&term))
+                    .map(|(&id, _)| id),
+            )
             .collect();
         // A leader brought up by a snapshot may have no membership record
         // at or before the entry: the snapshot's membership stands for it.
@@ -351,6 +364,7 @@ struct Sim {
     next_id: NodeId,
     damages: u64,
     tail_damages: u64,
+    truncations: u64,
     rejoins: u64,
     fenced_starts: u64,
     nodes: BTreeMap<NodeId, Arc<Node>>,
@@ -403,6 +417,7 @@ impl Sim {
             max_acked_index: 0,
             max_read_applied: 0,
             logs: BTreeMap::new(),
+            damaged_held: BTreeMap::new(),
             writes: 0,
             changes_in_flight: 0,
             hand_offs_done: 0,
@@ -431,6 +446,7 @@ impl Sim {
             next_id,
             damages: 0,
             tail_damages: 0,
+            truncations: 0,
             rejoins: 0,
             fenced_starts: 0,
             nodes: BTreeMap::new(),
@@ -499,6 +515,7 @@ impl Sim {
                 self.next_id += 1;
                 self.event(&[16, id, new], &what);
                 let node = Node::rejoin(
+                    id,
                     new,
                     storage,
                     &dir,
@@ -508,6 +525,9 @@ impl Sim {
                 )
                 .await
                 .map_err(|error| format!("node {id} cannot rejoin as {new}: {error}"))?;
+                // The new node runs where the old one did: requests to
+                // the old id reach it (and it answers only status ones).
+                self.net.alias(id, new);
                 let address = self.members.remove(&id).expect("a member");
                 self.members.insert(new, address);
                 self.machine_of.insert(new, machine);
@@ -764,13 +784,30 @@ impl Sim {
         let target = (!durable.is_empty())
             .then(|| self.rng.gen_range(durable))
             .and_then(|index| log.read(index).ok());
+        let Some(record) = target else {
+            self.crash(id).await;
+            return;
+        };
+        let held: BTreeMap<u64, u64> = (log.first_index()..log.durable_end())
+            .filter_map(|index| log.read(index).ok().map(|record| (index, record.term())))
+            .collect();
+        lock(&self.recorder).damaged_held.entry(id).or_default().extend(held);
         self.crash(id).await;
-        let Some(record) = target else { return };
         let machine = &self.machines[&self.machine_of[&id]];
         let log_dir = Self::dir(self.machine_of[&id]).join(crate::LOG_DIR);
         let (sequence, at) = record.location();
         let path = log_dir.join(farmlog_engine::log::segment::segment_name(sequence));
         let offset = at + self.rng.gen_range(0..record.framed_len());
+        // A quarter of the time the file is cut short there instead: the
+        // node finds its segment shorter than its capacity at open.
+        if self.rng.gen_ratio(1, 4) {
+            if truncate_file(machine, &path, offset).is_ok() {
+                self.damages += 1;
+                self.truncations += 1;
+                self.event(&[17, id, offset, 8, in_tail as u64], "file truncated");
+            }
+            return;
+        }
         let bit = self.rng.gen_range(0..8);
         if machine.flip_bit(&path, offset, bit).is_ok() {
             self.damages += 1;
@@ -1107,6 +1144,7 @@ impl Sim {
             cluster_schema,
             damages: self.damages,
             tail_damages: self.tail_damages,
+            truncations: self.truncations,
             rejoins: self.rejoins,
             fenced_starts: self.fenced_starts,
             with_snapshot: self
@@ -1314,4 +1352,17 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// Cuts the file at `path` to its first `length` bytes, durably (the
+/// storage has no truncate: the file is replaced by a shorter copy).
+fn truncate_file(storage: &SimStorage, path: &Path, length: u64) -> std::io::Result<()> {
+    use farmlog_engine::io::{OpenMode, Storage};
+    let mut head = vec![0u8; length as usize];
+    storage.open(path, OpenMode::Read)?.read_exact_at(&mut head, 0)?;
+    storage.remove(path)?;
+    let file = storage.open(path, OpenMode::CreateNew)?;
+    file.write_all_at(&head, 0)?;
+    file.sync_data()?;
+    storage.sync_dir(path.parent().unwrap_or(Path::new("/")))
 }

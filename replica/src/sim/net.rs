@@ -46,6 +46,9 @@ pub struct NetCounts {
 struct NetState {
     rng: SmallRng,
     nodes: BTreeMap<NodeId, Inbox>,
+    /// Old id → the id of the node now at its address (a damaged node's
+    /// successor, see `Node::rejoin`).
+    aliases: BTreeMap<NodeId, NodeId>,
     /// (from, to): messages from `from` to `to` are refused.
     blocked: BTreeSet<(NodeId, NodeId)>,
     faults: LinkFaults,
@@ -72,6 +75,7 @@ impl SimNet {
             state: Mutex::new(NetState {
                 rng: SmallRng::seed_from_u64(seed),
                 nodes: BTreeMap::new(),
+                aliases: BTreeMap::new(),
                 blocked: BTreeSet::new(),
                 faults: LinkFaults::default(),
                 counts: NetCounts::default(),
@@ -86,6 +90,13 @@ impl SimNet {
     /// Makes a node reachable.
     pub fn attach(&self, node: &Node) {
         self.lock().nodes.insert(node.id, node.inbox());
+    }
+
+    /// Requests to `old` reach node `new` from now on, as when `new` runs
+    /// where `old` did: only status requests are answered (by `new`, as
+    /// itself); Raft's are refused.
+    pub fn alias(&self, old: NodeId, new: NodeId) {
+        self.lock().aliases.insert(old, new);
     }
 
     /// Makes a node unreachable (it crashed or stopped).
@@ -135,11 +146,17 @@ impl SimNet {
         })
     }
 
-    fn fate(&self, from: NodeId, to: NodeId) -> Result<(Fate, Inbox), ()> {
+    fn fate(&self, from: NodeId, to: NodeId, any_identity: bool) -> Result<(Fate, Inbox), ()> {
         let mut state = self.lock();
         let state = &mut *state;
         let reachable = !state.blocked.contains(&(from, to));
-        let Some(raft) = state.nodes.get(&to).filter(|_| reachable).cloned() else {
+        let at = state.aliases.get(&to).copied().unwrap_or(to);
+        let Some(raft) = state
+            .nodes
+            .get(&at)
+            .filter(|inbox| reachable && (any_identity || inbox.id() == to))
+            .cloned()
+        else {
             state.counts.refused += 1;
             return Err(());
         };
@@ -175,8 +192,7 @@ impl SimNet {
     /// Sends one request: the shared path of the three calls.
     async fn call<Req, Resp, E, F, Fut>(
         &self,
-        from: NodeId,
-        to: NodeId,
+        (from, to, any_identity): (NodeId, NodeId, bool),
         request: Req,
         timeout: Duration,
         deliver: F,
@@ -189,7 +205,7 @@ impl SimNet {
         Fut: Future<Output = Result<Resp, RaftError<NodeId, E>>> + Send + 'static,
     {
         let unreachable = |why: &str| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why.to_string())));
-        let Ok((fate, raft)) = self.fate(from, to) else {
+        let Ok((fate, raft)) = self.fate(from, to, any_identity) else {
             return Err(unreachable("no route to the node"));
         };
         let deliver = Arc::new(deliver);
@@ -250,9 +266,12 @@ impl Transport for SimTransport {
         timeout: Duration,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         self.net
-            .call(self.from, target, request, timeout, |inbound, request| async move {
-                inbound.append_entries(request).await
-            })
+            .call(
+                (self.from, target, false),
+                request,
+                timeout,
+                |inbound, request| async move { inbound.append_entries(request).await },
+            )
             .await
     }
 
@@ -264,15 +283,18 @@ impl Transport for SimTransport {
         timeout: Duration,
     ) -> Result<VoteResponse<NodeId>, RpcError> {
         self.net
-            .call(self.from, target, request, timeout, |inbound, request| async move {
-                inbound.vote(request).await
-            })
+            .call(
+                (self.from, target, false),
+                request,
+                timeout,
+                |inbound, request| async move { inbound.vote(request).await },
+            )
             .await
     }
 
     async fn elect(&self, target: NodeId, _node: &BasicNode, timeout: Duration) -> Result<(), RpcError> {
         self.net
-            .call(self.from, target, (), timeout, |inbound, ()| async move {
+            .call((self.from, target, false), (), timeout, |inbound, ()| async move {
                 match inbound.elect().await {
                     Err(ElectError::Fatal(fatal)) => Err(RaftError::Fatal(fatal)),
                     refused => Ok(refused.map_err(|error| error.to_string())),
@@ -284,7 +306,7 @@ impl Transport for SimTransport {
 
     async fn status(&self, target: NodeId, _node: &BasicNode, timeout: Duration) -> Result<PeerStatus, RpcError> {
         self.net
-            .call(self.from, target, (), timeout, |inbound, ()| async move {
+            .call((self.from, target, true), (), timeout, |inbound, ()| async move {
                 Ok(inbound.status().map_err(|error| error.to_string()))
             })
             .await?
@@ -299,9 +321,12 @@ impl Transport for SimTransport {
         timeout: Duration,
     ) -> Result<HistoryChunk, RpcError> {
         self.net
-            .call(self.from, target, range, timeout, |inbound, range| async move {
-                Ok(inbound.read_history(range).map_err(|error| error.to_string()))
-            })
+            .call(
+                (self.from, target, false),
+                range,
+                timeout,
+                |inbound, range| async move { Ok(inbound.read_history(range).map_err(|error| error.to_string())) },
+            )
             .await?
             .map_err(refused)
     }
@@ -314,9 +339,12 @@ impl Transport for SimTransport {
         timeout: Duration,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
         self.net
-            .call(self.from, target, request, timeout, |inbound, request| async move {
-                inbound.install_snapshot(request).await
-            })
+            .call(
+                (self.from, target, false),
+                request,
+                timeout,
+                |inbound, request| async move { inbound.install_snapshot(request).await },
+            )
             .await
     }
 }
