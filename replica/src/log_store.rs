@@ -245,6 +245,14 @@ impl LogStore {
         Ok(())
     }
 
+    fn fetched(&self) -> Option<Arc<Log>> {
+        self.inner
+            .fetched
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
     /// The slot of the fetched history's log, shared with `History`.
     pub(crate) fn fetched_slot(&self) -> crate::history::FetchedLog {
         self.inner.fetched.clone()
@@ -282,12 +290,7 @@ impl LogStore {
     /// over the fetched history and the log as one, never past the records
     /// openraft has purged (`purged_end` is one past the last of them).
     fn retention_floor(&self, purged_end: u64) -> u64 {
-        let fetched = self
-            .inner
-            .fetched
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .clone();
+        let fetched = self.fetched();
         let logs: Vec<&Log> = fetched
             .as_deref()
             .into_iter()
@@ -507,23 +510,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .map_err(|error| StorageIOError::write(&error))?;
         let log = &self.inner.log;
         let purged_end = log_id.index + 1;
+        let history_floor = self.retention_floor(purged_end);
         let floor = match log.next_index() <= log_id.index {
             // The log does not reach the purge point: it continues after it.
             true => purged_end,
-            false => self.retention_floor(purged_end),
+            false => history_floor,
         };
         if floor > log.first_index() {
             log.purge_before(floor).map_err(write_error)?;
         }
         // Fetched history is below the log; the policy alone decides.
-        let fetched = self
-            .inner
-            .fetched
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .clone();
-        if let Some(fetched) = fetched {
-            let floor = self.retention_floor(purged_end).min(fetched.next_index());
+        if let Some(fetched) = self.fetched() {
+            let floor = history_floor.min(fetched.next_index());
             if floor > fetched.first_index() {
                 fetched.purge_before(floor).map_err(write_error)?;
             }
