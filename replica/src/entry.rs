@@ -170,20 +170,31 @@ impl AsRef<[u8]> for RecordBytes {
 /// The entry a record holds. A command batch is not copied: the entry's
 /// proposal borrows the record's mapped bytes.
 pub fn from_record(record: Record) -> Result<Entry, EntryError> {
-    let index = record.index();
-    let log_id = log_id(record.term(), index);
-    let payload = match record.kind() {
-        kinds::COMMAND_BATCH => EntryPayload::Normal(Proposal::Commands(Bytes::from_owner(RecordBytes(record)))),
+    let (term, index, kind) = (record.term(), record.index(), record.kind());
+    from_parts(term, index, kind, Bytes::from_owner(RecordBytes(record)))
+}
+
+/// The entry with `term` at `index` whose record has type `kind` and
+/// these payload bytes (the inverse of [`to_record`]): how an entry read
+/// from the log, or received from a peer, is rebuilt. A command batch
+/// keeps `payload` as it is (no copy); a schema move or a membership is
+/// decoded and checked.
+pub fn from_parts(term: u64, index: u64, kind: u16, payload: Bytes) -> Result<Entry, EntryError> {
+    let payload = match kind {
+        kinds::COMMAND_BATCH => EntryPayload::Normal(Proposal::Commands(payload)),
         kinds::SCHEMA => EntryPayload::Normal(Proposal::Schema(
-            crate::schema::decode_entry(record.payload()).map_err(|reason| EntryError::Schema { index, reason })?,
+            crate::schema::decode_entry(&payload).map_err(|reason| EntryError::Schema { index, reason })?,
         )),
         kinds::BLANK => EntryPayload::Blank,
         kinds::MEMBERSHIP => EntryPayload::Membership(
-            MembershipRecord::decode(record.payload()).map_err(|reason| EntryError::Membership { index, reason })?,
+            MembershipRecord::decode(&payload).map_err(|reason| EntryError::Membership { index, reason })?,
         ),
         kind => return Err(EntryError::Kind { index, kind }),
     };
-    Ok(Entry { log_id, payload })
+    Ok(Entry {
+        log_id: log_id(term, index),
+        payload,
+    })
 }
 
 /// The log id of the entry with `term` at `index` (with
@@ -220,5 +231,38 @@ mod tests {
             .unwrap_err()
             .contains("voter 9"));
         assert!(MembershipRecord::decode(&bytes[..bytes.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn from_parts_inverts_to_record_and_refuses_what_is_not_an_entry() {
+        let membership = Membership::new(vec![[1].into()], BTreeMap::from([(1, BasicNode { addr: "n1".into() })]));
+        for payload in [
+            EntryPayload::Normal(Proposal::Commands(Bytes::from_static(b"batch"))),
+            EntryPayload::Normal(Proposal::Schema(2)),
+            EntryPayload::Blank,
+            EntryPayload::Membership(membership),
+        ] {
+            let entry = Entry {
+                log_id: log_id(3, 17),
+                payload,
+            };
+            let (kind, bytes) = to_record(&entry);
+            assert_eq!(from_parts(3, 17, kind, bytes).unwrap(), entry);
+        }
+        assert!(matches!(
+            from_parts(3, 17, u16::MAX, Bytes::new()),
+            Err(EntryError::Kind {
+                index: 17,
+                kind: u16::MAX
+            })
+        ));
+        assert!(matches!(
+            from_parts(3, 17, kinds::SCHEMA, Bytes::from_static(b"short")),
+            Err(EntryError::Schema { index: 17, .. })
+        ));
+        assert!(matches!(
+            from_parts(3, 17, kinds::MEMBERSHIP, Bytes::from_static(b"not rkyv")),
+            Err(EntryError::Membership { index: 17, .. })
+        ));
     }
 }

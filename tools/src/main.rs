@@ -11,9 +11,12 @@
 
 mod bench;
 mod bench_state;
+mod client_cmd;
+mod dev;
 mod inspect;
 mod preview;
 mod replay;
+mod serve;
 mod state_view;
 mod workload;
 
@@ -35,7 +38,7 @@ Exit codes:
 Logging: set RUST_LOG (e.g. RUST_LOG=info) for engine diagnostics on stderr; default level warn.";
 
 #[derive(Debug, Parser)]
-#[command(name = "farmlog", version, about = "Inspect, verify, replay and benchmark a farmlog log directory", after_help = EXIT_CODES_HELP)]
+#[command(name = "farmlog", version, about = "Run a farmlog node or a local cluster; inspect, verify, replay and benchmark a log directory", after_help = EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,6 +63,37 @@ enum Command {
     /// (except the --snapshot file).
     #[command(after_help = EXIT_CODES_HELP)]
     Replay(replay::ReplayArgs),
+    /// Run one node of a cluster (TLS; see docs/config.md).
+    Serve(serve::ServeArgs),
+    /// Run a local TLS cluster with throwaway certificates; Ctrl-C stops
+    /// it, and running it again reuses its data.
+    Dev(dev::DevArgs),
+    /// Append an event to a stream.
+    Append {
+        #[command(flatten)]
+        connect: client_cmd::Connect,
+        #[command(flatten)]
+        args: client_cmd::AppendArgs,
+    },
+    /// Read a stream's events.
+    Read {
+        #[command(flatten)]
+        connect: client_cmd::Connect,
+        #[command(flatten)]
+        args: client_cmd::ReadArgs,
+    },
+    /// Print a stream's events; with -f, follow new ones.
+    Tail {
+        #[command(flatten)]
+        connect: client_cmd::Connect,
+        #[command(flatten)]
+        args: client_cmd::TailArgs,
+    },
+    /// The cluster: status.
+    Cluster {
+        #[command(subcommand)]
+        command: client_cmd::ClusterCommand,
+    },
     /// Benchmarks (these write to the directory they are given).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -202,6 +236,12 @@ fn main() -> ExitCode {
         Command::Verify(args) => inspect::verify(&args),
         Command::Stat(args) => inspect::stat(&args),
         Command::Replay(args) => replay::replay(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::Append { connect, args } => client_cmd::append(&connect, &args),
+        Command::Read { connect, args } => client_cmd::read(&connect, &args),
+        Command::Tail { connect, args } => client_cmd::tail(&connect, &args),
+        Command::Cluster { command } => client_cmd::cluster(&command),
+        Command::Dev(args) => dev::run(&args),
         Command::Bench(BenchCommand::Append(args)) => bench::append(&args),
         Command::Bench(BenchCommand::State(args)) => bench_state::state(&args),
     };

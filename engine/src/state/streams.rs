@@ -148,6 +148,13 @@ impl Streams {
         Some(events.collect())
     }
 
+    /// The version of the event at `position` in the stream (positions
+    /// ascend with versions); None when it is not one of the stream's.
+    pub fn version_at(&self, tenant: Slot, name: &str, position: u64) -> Option<u64> {
+        let positions = &self.stream(tenant, name)?.positions;
+        positions.binary_search(&position).ok().map(|version| version as u64)
+    }
+
     /// The positions of all of a tenant's stream events, in log order, from
     /// `from`.
     pub fn read_all(&self, tenant: Slot, from: u64, direction: Direction, limit: usize) -> Vec<u64> {

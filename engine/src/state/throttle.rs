@@ -230,6 +230,26 @@ impl Farm {
         }
     }
 
+    /// Per rule, in rule order: for a limit rule, the farm's usage in the
+    /// window of log time that holds `now_ms` (zero when nothing was
+    /// reported in it yet); None for a quiet rule.
+    pub fn usage_at(&self, now_ms: u64) -> Vec<Option<Counter>> {
+        assert_eq!(self.rules.len(), self.counters.len());
+        let usage = |(rule, counter): (&ThrottleRule, &Counter)| match *rule {
+            ThrottleRule::Quiet { .. } => None,
+            ThrottleRule::Limit { window_ms, .. } => {
+                let window_start_ms = window_start_ms(now_ms, window_ms);
+                let (bytes, messages) = counter.in_window(window_start_ms);
+                Some(Counter {
+                    window_start_ms,
+                    bytes,
+                    messages,
+                })
+            }
+        };
+        self.rules.iter().zip(&self.counters).map(usage).collect()
+    }
+
     /// The first rule that denies a send of `bytes` at `now_ms`.
     fn denying(&self, bytes: u64, now_ms: u64) -> Option<(usize, ThrottleRule)> {
         assert_eq!(self.rules.len(), self.counters.len());
@@ -666,6 +686,22 @@ mod tests {
         assert_eq!(ask(&state, "acme", "cmlm", 0, 2000), denied("farm1", 0, rule));
         assert_eq!(ask(&state, "acme", "cmlm2", 0, 2000), denied("farm1", 0, rule));
         assert_eq!(ask(&state, "acme", "proxy2", 0, 2000), denied("farm1", 0, rule));
+    }
+
+    #[test]
+    fn usage_is_shown_per_rule_in_the_window_asked_about() {
+        let rules = vec![limit(60_000, Some(1000), None), quiet(10, 20)];
+        let state = run(vec![
+            (command("acme", 4, set_throttle("farm1", rules)), Expect::Applied),
+            (
+                command("acme", 61_000, report("farm1", own("cmlm"), &[(400, 1), (100, 1)])),
+                Expect::Applied,
+            ),
+        ]);
+        let farm = farm(&state, "acme", "farm1").unwrap();
+        assert_eq!(farm.usage_at(119_999), vec![Some(counter(60_000, 500, 2)), None]);
+        // Another window has nothing reported yet.
+        assert_eq!(farm.usage_at(120_000), vec![Some(counter(120_000, 0, 0)), None]);
     }
 
     #[test]

@@ -273,6 +273,11 @@ impl<'a> TenantView<'a> {
         self.state.streams().read(self.tenant, stream, from, direction, limit)
     }
 
+    /// The version the event at `position` has in `stream`.
+    pub fn stream_version_at(&self, stream: &str, position: u64) -> Option<u64> {
+        self.state.streams().version_at(self.tenant, stream, position)
+    }
+
     pub fn read_all_streams(&self, from: u64, direction: Direction, limit: usize) -> Vec<u64> {
         self.state.streams().read_all(self.tenant, from, direction, limit)
     }
@@ -365,6 +370,13 @@ impl<'a> TenantView<'a> {
         self.state.spools().tenant_depth(self.tenant)
     }
 
+    /// The live deliveries each destination may hold for this tenant
+    /// before the lowest are pruned (the configured capacity, or the
+    /// default).
+    pub fn spool_capacity(&self) -> u32 {
+        self.state.spools().capacity(self.tenant)
+    }
+
     /// This tenant's parked deliveries: (message position, destination),
     /// oldest message first, at most `limit`.
     pub fn parked(&self, limit: usize) -> Vec<(u64, ComponentRef)> {
@@ -446,6 +458,12 @@ impl<'a> TenantView<'a> {
         outstanding
             .map(|(request, transfer)| self.transfer_info(request, transfer))
             .collect()
+    }
+
+    /// This tenant's customer MLM farm `name` (an MLM group), once its
+    /// throttle rules were set.
+    pub fn farm(&self, name: &str) -> Option<&'a super::throttle::Farm> {
+        self.state.throttle().farm(self.tenant, name)
     }
 
     /// May this tenant's component (or a hosted one) send `bytes` at log
