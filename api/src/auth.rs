@@ -27,6 +27,8 @@ use farmlog_engine::state::command::{LANDLORD, NAME_BYTES_MAX};
 
 /// The URI scheme of a principal.
 pub const PRINCIPAL_SCHEME: &str = "farmlog://";
+/// The principal of a farmlog node (what its own Tick commands carry).
+pub const NODE_PRINCIPAL: &str = "farmlog://landlord/node";
 
 /// A principal's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

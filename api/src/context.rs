@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use farmlog_engine::state::batch::encode;
+use farmlog_engine::state::batch::{encode, EncodedCommand};
 use farmlog_engine::state::command::{Command, CommandBody, ComponentRef, SessionRef, LANDLORD, SCHEMA_VERSION};
 use farmlog_engine::state::outcome::{Outcome, Verdict};
 use farmlog_engine::state::read::{EventRecord, ReadError as EventReadError};
@@ -21,7 +21,8 @@ use farmlog_replica::{Node, NodeId, ProposeError, ReadError};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
 
-use crate::auth::{allowed, Op, Principal, Scope};
+use crate::auth::{allowed, Op, Principal, Scope, NODE_PRINCIPAL};
+use crate::metrics::Metrics;
 use crate::pb;
 use crate::quota::Quotas;
 use crate::status;
@@ -58,6 +59,7 @@ struct Inner {
     identity: Identity,
     quotas: Quotas,
     subscriptions: Arc<tokio::sync::Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 /// An authenticated, authorized caller and the tenant it acts in.
@@ -69,14 +71,42 @@ pub struct Caller {
 
 impl Context {
     pub fn new(node: Arc<Node>, identity: Identity, quotas: Quotas) -> Self {
+        let metrics = Arc::new(Metrics::new(node.clone()));
         Self {
             inner: Arc::new(Inner {
                 node,
                 identity,
                 quotas,
                 subscriptions: Arc::new(tokio::sync::Semaphore::new(SUBSCRIPTIONS_MAX)),
+                metrics,
             }),
         }
+    }
+
+    /// This node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Proposes a Tick as the node itself, so that log time (and with it
+    /// expiries, visibility timeouts, retries and liveness) advances when
+    /// no client writes. See [`crate::ticker`].
+    pub async fn tick(&self) -> Result<(), Status> {
+        let command = Command {
+            schema_version: SCHEMA_VERSION,
+            tenant: LANDLORD.to_string(),
+            principal: NODE_PRINCIPAL.to_string(),
+            proposed_at_ms: now_ms(),
+            session: None,
+            encryption: None,
+            body: CommandBody::Tick,
+        };
+        let encoded = encode(&command).map_err(|error| Status::internal(error.to_string()))?;
+        self.node()
+            .propose(encoded)
+            .await
+            .map_err(|error| self.propose_error(error))?;
+        Ok(())
     }
 
     pub fn node(&self) -> &Arc<Node> {
@@ -154,6 +184,69 @@ impl Context {
         session: Option<pb::Session>,
         body: CommandBody,
     ) -> Result<(Place, Outcome), Status> {
+        let encoded = self.command(caller, session, body)?;
+        let started = std::time::Instant::now();
+        let result = self.node().propose(encoded).await;
+        self.observe(&result, started);
+        result.map_err(|error| self.propose_error(error))
+    }
+
+    /// Counts a proposed write's result in the metrics.
+    fn observe(&self, result: &Result<(Place, Outcome), ProposeError>, started: std::time::Instant) {
+        match result {
+            Ok((_, outcome)) if outcome.is_applied() => self.inner.metrics.write("applied", Some(started.elapsed())),
+            Ok(_) => self.inner.metrics.write("rejected", Some(started.elapsed())),
+            Err(_) => self.inner.metrics.write("failed", None),
+        }
+    }
+
+    /// Proposes several commands in the caller's tenant together, so that
+    /// they share as few Raft entries as the entry bounds allow (see
+    /// `Node::propose_many`): one result per write, in order, each what
+    /// [`Context::write`] would have returned for it alone. One failing
+    /// does not stop the others.
+    pub async fn write_many(
+        &self,
+        caller: &Caller,
+        writes: Vec<(Option<pb::Session>, CommandBody)>,
+    ) -> Vec<Result<(Place, Outcome), Status>> {
+        // None: proposed, its result comes from `propose_many`, in order.
+        let mut refused = Vec::with_capacity(writes.len());
+        let mut commands = Vec::with_capacity(writes.len());
+        for (session, body) in writes {
+            match self.command(caller, session, body) {
+                Ok(command) => {
+                    commands.push(command);
+                    refused.push(None);
+                }
+                Err(status) => refused.push(Some(status)),
+            }
+        }
+        let started = std::time::Instant::now();
+        let proposed = self.node().propose_many(commands).await;
+        proposed.iter().for_each(|result| self.observe(result, started));
+        let mut proposed = proposed.into_iter();
+        refused
+            .into_iter()
+            .map(|refused| match refused {
+                Some(status) => Err(status),
+                None => match proposed.next() {
+                    Some(result) => result.map_err(|error| self.propose_error(error)),
+                    // propose_many answers each command it was given.
+                    None => Err(Status::internal("a proposed command got no result")),
+                },
+            })
+            .collect()
+    }
+
+    /// The caller's command for `body`, encoded and admitted by the
+    /// tenant's quota.
+    fn command(
+        &self,
+        caller: &Caller,
+        session: Option<pb::Session>,
+        body: CommandBody,
+    ) -> Result<EncodedCommand, Status> {
         let command = Command {
             schema_version: SCHEMA_VERSION,
             tenant: caller.tenant.clone(),
@@ -166,12 +259,15 @@ impl Context {
             encryption: None,
             body,
         };
-        let encoded = encode(&command).map_err(|error| Status::invalid_argument(error.to_string()))?;
-        self.inner.quotas.admit(&caller.tenant, encoded.bytes().len() as u64)?;
-        self.node()
-            .propose(encoded)
-            .await
-            .map_err(|error| self.propose_error(error))
+        let encoded = encode(&command).map_err(|error| {
+            self.inner.metrics.write("invalid", None);
+            Status::invalid_argument(error.to_string())
+        })?;
+        if let Err(status) = self.inner.quotas.admit(&caller.tenant, encoded.bytes().len() as u64) {
+            self.inner.metrics.write("over_quota", None);
+            return Err(status);
+        }
+        Ok(encoded)
     }
 
     /// A write whose command must have applied: a rejection becomes its
@@ -183,15 +279,7 @@ impl Context {
         body: CommandBody,
     ) -> Result<(pb::Written, Outcome), Status> {
         let (place, outcome) = self.write(caller, session, body).await?;
-        if let Verdict::Rejected(rejection) = &outcome.verdict {
-            return Err(status::rejection(rejection));
-        }
-        let written = pb::Written {
-            log_index: place.index,
-            slot: place.slot,
-            retried: outcome.retried,
-        };
-        Ok((written, outcome))
+        applied(place, outcome)
     }
 
     /// Reads the applied state in the caller's tenant: linearizable (on the
@@ -315,6 +403,7 @@ impl Context {
             )),
             ProposeError::Stopped => Status::unavailable("the node is shutting down; nothing was written"),
             ProposeError::TooLarge => Status::invalid_argument("command: too large for one log entry"),
+            error @ ProposeError::DiskNearlyFull { .. } => Status::resource_exhausted(error.to_string()),
             error @ ProposeError::SchemaNotEnabled { .. } => Status::failed_precondition(error.to_string()),
         }
     }
@@ -325,6 +414,20 @@ impl Context {
             ReadError::Unavailable { reason } => Status::unavailable(reason),
         }
     }
+}
+
+/// A written command that must have applied: a rejection becomes its
+/// status (see [`status::rejection`]); otherwise where it landed.
+pub fn applied(place: Place, outcome: Outcome) -> Result<(pb::Written, Outcome), Status> {
+    if let Verdict::Rejected(rejection) = &outcome.verdict {
+        return Err(status::rejection(rejection));
+    }
+    let written = pb::Written {
+        log_index: place.index,
+        slot: place.slot,
+        retried: outcome.retried,
+    };
+    Ok((written, outcome))
 }
 
 /// The wall clock in milliseconds since the epoch (the proposer's

@@ -16,11 +16,13 @@ pub mod auth;
 pub mod certs;
 pub mod client;
 pub mod context;
+pub mod metrics;
 pub mod quota;
 pub mod raft;
 pub mod server;
 pub mod services;
 pub mod status;
+pub mod ticker;
 pub mod tls;
 
 /// The generated `farmlog.v1` messages, clients and servers.

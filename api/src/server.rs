@@ -13,6 +13,7 @@ use tonic::{Request, Status};
 
 use crate::auth::{allowed, Op};
 use crate::context::{Context, Identity};
+use crate::metrics::serve_metrics;
 use crate::pb;
 use crate::quota::{QuotaSettings, Quotas};
 use crate::raft::RaftService;
@@ -44,12 +45,21 @@ pub struct ServeOptions {
     /// `--insecure` dev flag; never in production).
     pub tls: Option<TlsFiles>,
     pub quotas: QuotaSettings,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP);
+    /// None: nowhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("metrics on {address}: {source}")]
+    Metrics {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("server reflection could not be built: {0}")]
     Reflection(String),
     #[error("the gRPC server failed: {0}")]
@@ -71,6 +81,15 @@ impl Interceptor for OnlyNodes {
                 "{principal} is not a node: only nodes send Raft traffic"
             ))),
         }
+    }
+}
+
+/// A task that ends with the server.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -104,9 +123,22 @@ pub async fn serve(
         builder = builder.tls_config(tls.server()?)?;
     }
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<pb::streams_server::StreamsServer<StreamsService>>()
-        .await;
+    // Every public service answers SERVING once the node serves (the
+    // empty name, the whole server, does by default).
+    for service in [
+        "farmlog.v1.Topology",
+        "farmlog.v1.Messages",
+        "farmlog.v1.Streams",
+        "farmlog.v1.Spools",
+        "farmlog.v1.Transfers",
+        "farmlog.v1.Throttle",
+        "farmlog.v1.Sessions",
+        "farmlog.v1.Admin",
+    ] {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -147,6 +179,23 @@ pub async fn serve(
             crate::services::throttle::ThrottleService::new(context.clone())
         )));
     let stop = Arc::new(tokio::sync::Notify::new());
+    let metrics_stop = Arc::new(tokio::sync::Notify::new());
+    let _metrics = match options.metrics {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|source| ServeError::Metrics { address, source })?;
+            let metrics = context.metrics().clone();
+            let stopped = metrics_stop.clone();
+            Some(AbortOnDrop(tokio::spawn(async move {
+                if let Err(error) = serve_metrics(listener, metrics, async move { stopped.notified().await }).await {
+                    tracing::error!(%error, "the metrics endpoint failed");
+                }
+            })))
+        }
+        None => None,
+    };
+    let _ticker = AbortOnDrop(tokio::spawn(crate::ticker::run(context.clone())));
     let server = router.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), {
         let stop = stop.clone();
         async move { stop.notified().await }
@@ -154,7 +203,10 @@ pub async fn serve(
     tokio::pin!(server);
     tokio::select! {
         served = &mut server => return Ok(served?),
-        () = shutdown => stop.notify_one(),
+        () = shutdown => {
+            stop.notify_one();
+            metrics_stop.notify_one();
+        }
     }
     // Open subscriptions keep their connections: they get a grace period,
     // not a veto.

@@ -140,6 +140,9 @@ where
 /// split every vote, term after term, on a network without jitter.
 pub const SPLIT_VOTES_BEFORE_PAUSE: u64 = 3;
 
+/// How often client writes look at the disk's free space.
+pub const ROOM_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How long a node may take to say which schema versions it supports.
 pub const SCHEMA_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -163,6 +166,8 @@ pub struct Node {
     fence_guard: std::sync::Mutex<Option<JoinHandle<()>>>,
     backfill: std::sync::Mutex<Option<JoinHandle<()>>>,
     scrub_status: watch::Receiver<ScrubStatus>,
+    /// The last free-space check of client writes: when, and its answer.
+    room: std::sync::Mutex<Option<(std::time::Instant, Result<(), ProposeError>)>>,
 }
 
 impl Node {
@@ -294,6 +299,7 @@ impl Node {
             fence_guard: std::sync::Mutex::new(fence_guard),
             backfill: std::sync::Mutex::new(Some(backfill)),
             scrub_status,
+            room: std::sync::Mutex::new(None),
         })
     }
 
@@ -352,9 +358,50 @@ impl Node {
         self.fence.get()
     }
 
-    /// Proposes one command (see [`Proposer::propose`]).
+    /// What this node's proposer has packed since start.
+    pub fn proposer_stats(&self) -> &crate::proposer::ProposerStats {
+        self.proposer.stats()
+    }
+
+    /// Refuses client writes while the disk is nearly full (see
+    /// `Log::check_room_for_clients`), checked at most every
+    /// [`ROOM_CHECK_INTERVAL`].
+    fn check_room(&self) -> Result<(), ProposeError> {
+        let mut checked = self.room.lock().unwrap_or_else(|poison| poison.into_inner());
+        if let Some((at, result)) = checked.as_ref() {
+            if at.elapsed() < ROOM_CHECK_INTERVAL {
+                return result.clone();
+            }
+        }
+        let result = match self.log().check_room_for_clients() {
+            Err(farmlog_engine::Error::DiskNearlyFull {
+                available_bytes,
+                reserve_bytes,
+            }) => Err(ProposeError::DiskNearlyFull {
+                available_bytes,
+                needed_bytes: reserve_bytes,
+            }),
+            // An error reading free space is not a reason to refuse.
+            _ => Ok(()),
+        };
+        *checked = Some((std::time::Instant::now(), result.clone()));
+        result
+    }
+
+    /// Proposes one command (see [`Proposer::propose`]); refused while the
+    /// disk is nearly full.
     pub async fn propose(&self, command: EncodedCommand) -> Result<(Place, Outcome), ProposeError> {
+        self.check_room()?;
         self.proposer.propose(command).await
+    }
+
+    /// Proposes several commands together, one result each, in order (see
+    /// [`Proposer::propose_many`]).
+    pub async fn propose_many(&self, commands: Vec<EncodedCommand>) -> Vec<Result<(Place, Outcome), ProposeError>> {
+        if let Err(full) = self.check_room() {
+            return commands.iter().map(|_| Err(full.clone())).collect();
+        }
+        self.proposer.propose_many(commands).await
     }
 
     /// A linearizable read: confirms leadership with a quorum, waits until

@@ -55,6 +55,10 @@ pub enum ProposeError {
     /// The command does not fit in an entry on its own.
     #[error("the command is too large for one entry")]
     TooLarge,
+    /// The disk is nearly full: client writes are refused until space
+    /// returns; nothing was written.
+    #[error("the disk is nearly full ({available_bytes} bytes free; client writes need {needed_bytes}); nothing was written")]
+    DiskNearlyFull { available_bytes: u64, needed_bytes: u64 },
     /// The command is written in a schema version the cluster has not
     /// moved to yet (see `crate::schema`); nothing was written.
     #[error("the command is in schema version {command}, but the cluster is still at {cluster}")]
@@ -83,18 +87,35 @@ pub struct Proposer {
     /// 0, or 1 + the node leadership is being handed to: while set, new
     /// commands are refused with that node as the leader to ask.
     handing_to: Arc<AtomicU64>,
+    stats: Arc<ProposerStats>,
+}
+
+/// What the proposer has packed since start (for metrics).
+#[derive(Debug, Default)]
+pub struct ProposerStats {
+    /// Entries proposed.
+    pub entries: AtomicU64,
+    /// Commands packed into them.
+    pub commands: AtomicU64,
 }
 
 impl Proposer {
     /// Starts the proposer's task on the current runtime.
     pub fn start(raft: Raft, applied: Arc<RwLock<Applier>>) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_COMMANDS_MAX);
-        tokio::spawn(run(raft, receiver));
+        let stats = Arc::new(ProposerStats::default());
+        tokio::spawn(run(raft, receiver, stats.clone()));
         Self {
             queue,
             applied,
             handing_to: Arc::new(AtomicU64::new(0)),
+            stats,
         }
+    }
+
+    /// What the proposer has packed since start.
+    pub fn stats(&self) -> &ProposerStats {
+        &self.stats
     }
 
     /// Refuses new commands (they are told to ask `target`) until
@@ -111,6 +132,50 @@ impl Proposer {
     /// index and its slot in the batch) and its outcome, once that entry
     /// is committed and applied here.
     pub async fn propose(&self, command: EncodedCommand) -> Result<(Place, Outcome), ProposeError> {
+        self.admit(&command)?;
+        let (reply, outcome) = oneshot::channel();
+        self.queue
+            .send(Pending { command, reply })
+            .await
+            .map_err(|_| ProposeError::Stopped)?;
+        outcome.await.map_err(|_| proposer_stopped())?
+    }
+
+    /// Proposes several commands together: all are queued (in order, one
+    /// after the other) before any outcome is awaited, so they go into as
+    /// few entries as the entry bounds allow, and apply in this order
+    /// (other clients' commands may land between them). Returns one result
+    /// per command, in order; one failing does not stop the others.
+    ///
+    /// At most [`QUEUE_COMMANDS_MAX`] commands (more would wait for their
+    /// own outcomes' queue room; the caller bounds its batches below that).
+    pub async fn propose_many(&self, commands: Vec<EncodedCommand>) -> Vec<Result<(Place, Outcome), ProposeError>> {
+        assert!(commands.len() <= QUEUE_COMMANDS_MAX);
+        let mut waiting = Vec::with_capacity(commands.len());
+        for command in commands {
+            if let Err(error) = self.admit(&command) {
+                waiting.push(Err(error));
+                continue;
+            }
+            let (reply, outcome) = oneshot::channel();
+            match self.queue.send(Pending { command, reply }).await {
+                Ok(()) => waiting.push(Ok(outcome)),
+                Err(_) => waiting.push(Err(ProposeError::Stopped)),
+            }
+        }
+        let mut results = Vec::with_capacity(waiting.len());
+        for waited in waiting {
+            results.push(match waited {
+                Ok(outcome) => outcome.await.unwrap_or_else(|_| Err(proposer_stopped())),
+                Err(error) => Err(error),
+            });
+        }
+        results
+    }
+
+    /// Whether a command may be queued now: not while handing leadership
+    /// over, and not above the cluster's schema version.
+    fn admit(&self, command: &EncodedCommand) -> Result<(), ProposeError> {
         let handing_to = self.handing_to.load(Ordering::SeqCst);
         if handing_to != 0 {
             return Err(ProposeError::NotLeader {
@@ -122,20 +187,19 @@ impl Proposer {
             .read()
             .unwrap_or_else(|poison| poison.into_inner())
             .cluster_schema;
-        check_schema(command.view().schema_version.to_native(), cluster)?;
-        let (reply, outcome) = oneshot::channel();
-        let stopped = || ProposeError::Unknown {
-            reason: "the proposer stopped".into(),
-        };
-        self.queue
-            .send(Pending { command, reply })
-            .await
-            .map_err(|_| ProposeError::Stopped)?;
-        outcome.await.map_err(|_| stopped())?
+        check_schema(command.view().schema_version.to_native(), cluster)
     }
 }
 
-async fn run(raft: Raft, mut receiver: mpsc::Receiver<Pending>) {
+/// A command was queued but its reply was dropped: the proposer stopped
+/// and the command may or may not be in the log.
+fn proposer_stopped() -> ProposeError {
+    ProposeError::Unknown {
+        reason: "the proposer stopped".into(),
+    }
+}
+
+async fn run(raft: Raft, mut receiver: mpsc::Receiver<Pending>, stats: Arc<ProposerStats>) {
     let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
     let mut carried: Option<Pending> = None;
     loop {
@@ -170,6 +234,8 @@ async fn run(raft: Raft, mut receiver: mpsc::Receiver<Pending>) {
                 .unwrap_or_else(|_| unreachable!("checked by fits"));
             replies.push(next.reply);
         }
+        stats.entries.fetch_add(1, Ordering::Relaxed);
+        stats.commands.fetch_add(replies.len() as u64, Ordering::Relaxed);
         let raft = raft.clone();
         tokio::spawn(async move {
             let mut metrics = raft.metrics();

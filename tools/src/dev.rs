@@ -42,6 +42,9 @@ pub struct DevArgs {
 #[serde(deny_unknown_fields)]
 struct DevState {
     nodes: BTreeMap<String, String>,
+    /// Each node's metrics address (runs before metrics existed have none).
+    #[serde(default)]
+    metrics: BTreeMap<String, String>,
 }
 
 fn usage(message: impl Into<String>) -> Failure {
@@ -126,10 +129,12 @@ fn prepare(args: &DevArgs) -> Result<Vec<(u64, PathBuf, String)>, Failure> {
         Ok(text) => toml::from_str(&text).map_err(|error| usage(format!("{}: {error}", state_path.display())))?,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let mut nodes = BTreeMap::new();
+            let mut metrics = BTreeMap::new();
             for id in 1..=args.nodes {
                 nodes.insert(id.to_string(), format!("127.0.0.1:{}", free_port()?));
+                metrics.insert(id.to_string(), format!("127.0.0.1:{}", free_port()?));
             }
-            let state = DevState { nodes };
+            let state = DevState { nodes, metrics };
             let text = toml::to_string(&state).map_err(|error| usage(error.to_string()))?;
             std::fs::write(&state_path, text).map_err(|error| usage(format!("{}: {error}", state_path.display())))?;
             state
@@ -167,6 +172,7 @@ fn prepare(args: &DevArgs) -> Result<Vec<(u64, PathBuf, String)>, Failure> {
             }),
             insecure: false,
             quotas: None,
+            metrics_listen: state.metrics.get(key).cloned(),
         };
         let path = dir.join(format!("node-{id}.toml"));
         let text = toml::to_string(&config).map_err(|error| usage(error.to_string()))?;

@@ -1,7 +1,10 @@
 //! `farmlog`: the operator's tool for a log directory. It parses the
 //! command line, sets up logging, dispatches to [`inspect`] (dump, verify,
 //! stat), [`replay`] (fold the log into state), [`bench`] (append
-//! benchmark) or [`bench_state`] (state machine benchmark), and turns every
+//! benchmark), [`bench_state`] (state machine benchmark), [`serve`] and
+//! [`dev`] (run nodes), or the client subcommands ([`client_cmd`]:
+//! streams and cluster; [`cmd_topology`], [`cmd_messages`],
+//! [`cmd_spools`], [`cmd_bulk`]: the other services), and turns every
 //! failure into a `farmlog: <message>` line on stderr and a documented exit
 //! code.
 //!
@@ -10,8 +13,13 @@
 //! exit code alone tells damaged data (1) from usage or I/O errors (2).
 
 mod bench;
+mod bench_cluster;
 mod bench_state;
 mod client_cmd;
+mod cmd_bulk;
+mod cmd_messages;
+mod cmd_spools;
+mod cmd_topology;
 mod dev;
 mod inspect;
 mod preview;
@@ -89,10 +97,40 @@ enum Command {
         #[command(flatten)]
         args: client_cmd::TailArgs,
     },
-    /// The cluster: status.
+    /// The cluster: status, membership, hand-off, snapshot, scrub.
     Cluster {
         #[command(subcommand)]
         command: client_cmd::ClusterCommand,
+    },
+    /// The topology: customers, components, groups, liveness.
+    Topology {
+        #[command(subcommand)]
+        command: cmd_topology::TopologyCommand,
+    },
+    /// Upstream messages: send, get, list, subscribe.
+    Message {
+        #[command(subcommand)]
+        command: cmd_messages::MessageCommand,
+    },
+    /// Open alarms.
+    Alarm {
+        #[command(subcommand)]
+        command: cmd_messages::AlarmCommand,
+    },
+    /// The back-channel: publish, poll, ack, nack and the spools.
+    Spool {
+        #[command(subcommand)]
+        command: cmd_spools::SpoolCommand,
+    },
+    /// Upstream bulk transfers: request, grant, deny, transferred, status.
+    Bulk {
+        #[command(subcommand)]
+        command: cmd_bulk::BulkCommand,
+    },
+    /// A farm's throttle: show, set, report usage, may-send.
+    Throttle {
+        #[command(subcommand)]
+        command: cmd_bulk::ThrottleCommand,
     },
     /// Benchmarks (these write to the directory they are given).
     #[command(subcommand)]
@@ -141,6 +179,11 @@ enum BenchCommand {
     /// snapshotting and restoring. Ends with one JSON line.
     #[command(after_help = EXIT_CODES_HELP)]
     State(bench_state::StateArgs),
+    /// Append to a running cluster through the gRPC API (TLS): C clients,
+    /// each keeping K requests of one event (or a batch of R) in flight,
+    /// for a fixed time; report throughput and latency. Ends with one
+    /// JSON line.
+    Cluster(bench_cluster::ClusterArgs),
 }
 
 /// Why a command failed, and so which exit code it ends with.
@@ -241,9 +284,16 @@ fn main() -> ExitCode {
         Command::Read { connect, args } => client_cmd::read(&connect, &args),
         Command::Tail { connect, args } => client_cmd::tail(&connect, &args),
         Command::Cluster { command } => client_cmd::cluster(&command),
+        Command::Topology { command } => cmd_topology::run(&command),
+        Command::Message { command } => cmd_messages::run(&command),
+        Command::Alarm { command } => cmd_messages::run_alarm(&command),
+        Command::Spool { command } => cmd_spools::run(&command),
+        Command::Bulk { command } => cmd_bulk::run_bulk(&command),
+        Command::Throttle { command } => cmd_bulk::run_throttle(&command),
         Command::Dev(args) => dev::run(&args),
         Command::Bench(BenchCommand::Append(args)) => bench::append(&args),
         Command::Bench(BenchCommand::State(args)) => bench_state::state(&args),
+        Command::Bench(BenchCommand::Cluster(args)) => bench_cluster::cluster(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// development only.
     #[arg(long, env = "FARMLOG_INSECURE")]
     pub insecure: bool,
+    /// Serve Prometheus metrics (GET /metrics, plain HTTP) on host:port.
+    #[arg(long, env = "FARMLOG_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// The configuration file.
@@ -69,6 +72,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub insecure: bool,
     pub quotas: Option<QuotaConfig>,
+    /// host:port for Prometheus metrics (plain HTTP).
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -102,6 +107,7 @@ pub struct Settled {
     pub members: BTreeMap<NodeId, String>,
     pub tls: Option<TlsFiles>,
     pub quotas: QuotaSettings,
+    pub metrics: Option<SocketAddr>,
 }
 
 fn usage(message: impl Into<String>) -> Failure {
@@ -192,7 +198,15 @@ pub fn settle(args: &ServeArgs) -> Result<Settled, Failure> {
         writes_per_second: quotas.writes_per_second,
         write_bytes_per_second: quotas.write_bytes_per_second,
     });
+    let metrics = match args.metrics_listen.clone().or(file.metrics_listen) {
+        Some(text) => Some(
+            text.parse::<SocketAddr>()
+                .map_err(|error| usage(format!("metrics address {text:?}: {error}")))?,
+        ),
+        None => None,
+    };
     Ok(Settled {
+        metrics,
         id,
         listen,
         advertise,
@@ -259,14 +273,19 @@ async fn run_node(settled: Settled) -> Result<(), Failure> {
     }
     tracing::info!(node = settled.id, listen = %settled.listen, advertise = %settled.advertise, "serving");
     eprintln!(
-        "farmlog: node {} serving on {} (data in {})",
+        "farmlog: node {} serving on {} (data in {}{})",
         settled.id,
         settled.listen,
-        settled.data_dir.display()
+        settled.data_dir.display(),
+        settled
+            .metrics
+            .map(|address| format!("; metrics at http://{address}/metrics"))
+            .unwrap_or_default()
     );
     let options = ServeOptions {
         tls: settled.tls.clone(),
         quotas: settled.quotas,
+        metrics: settled.metrics,
     };
     let served = serve(node.clone(), listener, options, stop_signal()).await;
     node.shutdown().await;

@@ -33,6 +33,7 @@ const APPENDS: usize = 60;
 struct Nodes {
     dir: PathBuf,
     addresses: BTreeMap<u64, String>,
+    metrics: BTreeMap<u64, String>,
     children: BTreeMap<u64, Child>,
 }
 
@@ -49,6 +50,7 @@ impl Nodes {
             .arg("serve")
             .args(["--id", &id.to_string()])
             .args(["--listen", &self.addresses[&id]])
+            .args(["--metrics-listen", &self.metrics[&id]])
             .arg("--data-dir")
             .arg(self.dir.join(format!("node-{id}")))
             .args(["--members", &members.join(",")])
@@ -189,6 +191,23 @@ async fn raw_channel(address: &str, ca: &Path, identity: Option<(&Path, &Path)>)
         .map_err(|error| error.to_string())
 }
 
+/// `GET /metrics` over plain HTTP/1.0.
+async fn scrape(address: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+    response
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_survive_the_leader_being_killed() {
     tokio::time::timeout(Duration::from_secs(240), run())
@@ -223,6 +242,7 @@ async fn run() {
     let mut nodes = Nodes {
         dir: dir.path().to_path_buf(),
         addresses: (1..=3).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect(),
+        metrics: (1..=3).map(|id| (id, format!("127.0.0.1:{}", free_port()))).collect(),
         children: BTreeMap::new(),
     };
     for id in 1..=3 {
@@ -304,6 +324,23 @@ async fn run() {
             "the restarted node did not catch up: {applied:?} {hashes:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The new leader's metrics show the writes it committed, its fsyncs
+    // and their latency.
+    let scraped = scrape(&nodes.metrics[&new_leader]).await;
+    for name in [
+        "farmlog_is_leader 1",
+        "farmlog_writes_total{result=\"applied\"}",
+        "farmlog_commit_latency_seconds_bucket",
+        "farmlog_fsync_latency_seconds_bucket",
+        "farmlog_log_fsyncs_total",
+        "farmlog_raft_commands_proposed_total",
+        "farmlog_applied_index",
+        "farmlog_spool_depth",
+        "farmlog_scrub_passes_total",
+    ] {
+        assert!(scraped.contains(name), "{name} is not in the metrics:\n{scraped}");
     }
 
     // The door.

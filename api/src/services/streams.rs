@@ -1,17 +1,20 @@
-//! `farmlog.v1.Streams`: append with an expected version, read, list and
-//! subscribe, in the caller's tenant.
+//! `farmlog.v1.Streams`: append with an expected version (one event per
+//! call, or a batch of up to [`APPEND_BATCH_MAX`], each its own command
+//! with its own outcome), read, list and subscribe, in the caller's
+//! tenant.
 
 use farmlog_engine::state::command::{
     ArchivedCommandBody, CommandBody, ExpectedVersion, Idempotency, StreamAppend, IDEMPOTENCY_WINDOW_MS_DEFAULT,
 };
-use farmlog_engine::state::outcome::{Effect, Verdict};
-use farmlog_engine::state::{Direction, TenantView};
-use tonic::{Request, Response, Status};
+use farmlog_engine::state::outcome::{Effect, Outcome, Verdict};
+use farmlog_engine::state::{Direction, Place, TenantView};
+use farmlog_replica::proposer::QUEUE_COMMANDS_MAX;
+use tonic::{Code, Request, Response, Status};
 
 use crate::auth::Op;
-use crate::context::{Context, Subscription, SUBSCRIPTION_PAGE};
+use crate::context::{applied, Context, Subscription, SUBSCRIPTION_PAGE};
 use crate::pb::{self, streams_server::Streams};
-use crate::status::invalid;
+use crate::status::{invalid, CURRENT_VERSION_HEADER};
 
 /// Most events one read returns, and what a read that names no limit gets.
 pub const READ_LIMIT_MAX: u32 = 1000;
@@ -24,6 +27,65 @@ pub struct StreamsService {
 impl StreamsService {
     pub fn new(context: Context) -> Self {
         Self { context }
+    }
+}
+
+/// Most appends one `AppendBatch` call carries.
+pub const APPEND_BATCH_MAX: usize = 1000;
+// A batch is queued for the proposer whole before any outcome is awaited.
+const _: () = assert!(APPEND_BATCH_MAX <= QUEUE_COMMANDS_MAX);
+
+/// An append request as the command it proposes, and its session.
+fn append_command(request: pb::AppendRequest) -> (Option<pb::Session>, CommandBody) {
+    let expected = match request.expected.and_then(|expected| expected.expected) {
+        None | Some(pb::expected_version::Expected::Any(_)) => ExpectedVersion::Any,
+        Some(pb::expected_version::Expected::NoStream(_)) => ExpectedVersion::NoStream,
+        Some(pb::expected_version::Expected::Exact(version)) => ExpectedVersion::Exact(version),
+    };
+    let idempotency = request.idempotency_key.map(|key| Idempotency {
+        key,
+        window_ms: match request.idempotency_window_ms {
+            0 => IDEMPOTENCY_WINDOW_MS_DEFAULT,
+            window => window,
+        },
+    });
+    let body = CommandBody::StreamAppend(StreamAppend {
+        stream: request.stream,
+        expected,
+        idempotency,
+        event_type: request.event_type,
+        body: request.body.to_vec(),
+    });
+    (request.session, body)
+}
+
+/// What Append answers for a written append: its place and version, or
+/// the status of its rejection.
+fn appended(place: Place, outcome: Outcome) -> Result<pb::AppendResponse, Status> {
+    let (written, outcome) = applied(place, outcome)?;
+    let (position, version, duplicate) = match outcome.verdict {
+        Verdict::Applied(Effect::StreamAppended { position, version }) => (position, version, false),
+        Verdict::Applied(Effect::StreamDuplicate { position, version }) => (position, version, true),
+        other => return Err(Status::internal(format!("an append applied as {other:?}"))),
+    };
+    Ok(pb::AppendResponse {
+        position,
+        version,
+        duplicate,
+        written: Some(written),
+    })
+}
+
+/// A batch's append that failed, as the status Append would have given.
+fn failure(status: &Status) -> pb::AppendFailure {
+    pb::AppendFailure {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+        current_version: status
+            .metadata()
+            .get(CURRENT_VERSION_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok()),
     }
 }
 
@@ -67,38 +129,45 @@ fn stream_event(context: &Context, view: &TenantView<'_>, position: u64) -> Resu
 impl Streams for StreamsService {
     async fn append(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
         let caller = self.context.caller(&request, Op::AppendStream)?;
-        let request = request.into_inner();
-        let expected = match request.expected.and_then(|expected| expected.expected) {
-            None | Some(pb::expected_version::Expected::Any(_)) => ExpectedVersion::Any,
-            Some(pb::expected_version::Expected::NoStream(_)) => ExpectedVersion::NoStream,
-            Some(pb::expected_version::Expected::Exact(version)) => ExpectedVersion::Exact(version),
-        };
-        let idempotency = request.idempotency_key.map(|key| Idempotency {
-            key,
-            window_ms: match request.idempotency_window_ms {
-                0 => IDEMPOTENCY_WINDOW_MS_DEFAULT,
-                window => window,
-            },
-        });
-        let body = CommandBody::StreamAppend(StreamAppend {
-            stream: request.stream,
-            expected,
-            idempotency,
-            event_type: request.event_type,
-            body: request.body.to_vec(),
-        });
-        let (written, outcome) = self.context.applied(&caller, request.session, body).await?;
-        let (position, version, duplicate) = match outcome.verdict {
-            Verdict::Applied(Effect::StreamAppended { position, version }) => (position, version, false),
-            Verdict::Applied(Effect::StreamDuplicate { position, version }) => (position, version, true),
-            other => return Err(Status::internal(format!("an append applied as {other:?}"))),
-        };
-        Ok(Response::new(pb::AppendResponse {
-            position,
-            version,
-            duplicate,
-            written: Some(written),
-        }))
+        let (session, body) = append_command(request.into_inner());
+        let (place, outcome) = self.context.write(&caller, session, body).await?;
+        appended(place, outcome).map(Response::new)
+    }
+
+    async fn append_batch(
+        &self,
+        request: Request<pb::AppendBatchRequest>,
+    ) -> Result<Response<pb::AppendBatchResponse>, Status> {
+        let caller = self.context.caller(&request, Op::AppendStream)?;
+        let appends = request.into_inner().appends;
+        if appends.is_empty() {
+            return Err(invalid("appends", "at least one append"));
+        }
+        if appends.len() > APPEND_BATCH_MAX {
+            return Err(invalid("appends", format!("at most {APPEND_BATCH_MAX} appends")));
+        }
+        let writes = appends.into_iter().map(append_command).collect();
+        let results = self.context.write_many(&caller, writes).await;
+        // None written for sure or not (a follower, a node stopping): the
+        // call fails as Append would, so a client follows the leader hint
+        // and retries by the same rules.
+        let unavailable =
+            |result: &Result<_, Status>| matches!(result, Err(status) if status.code() == Code::Unavailable);
+        if results.iter().all(unavailable) {
+            let first = results.into_iter().find_map(Result::err);
+            return Err(first.unwrap_or_else(|| Status::internal("a batch of appends had no result")));
+        }
+        let outcomes = results
+            .into_iter()
+            .map(|result| {
+                let outcome = match result.and_then(|(place, outcome)| appended(place, outcome)) {
+                    Ok(response) => pb::append_outcome::Outcome::Appended(response),
+                    Err(status) => pb::append_outcome::Outcome::Failed(failure(&status)),
+                };
+                pb::AppendOutcome { outcome: Some(outcome) }
+            })
+            .collect();
+        Ok(Response::new(pb::AppendBatchResponse { outcomes }))
     }
 
     async fn read(&self, request: Request<pb::ReadStreamRequest>) -> Result<Response<pb::ReadStreamResponse>, Status> {

@@ -470,9 +470,13 @@ impl Log {
                 .map_err(|error| Error::io("writing the durable watermark", error))?;
         }
         if self.shared.options.durability == Durability::Synced {
+            let started = std::time::Instant::now();
             file.sync_data()
                 .map_err(|error| Error::io("syncing the active segment", error))?;
             self.shared.commit_syncs.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .sync_latency
+                .record(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
         }
         Ok(())
     }
@@ -639,7 +643,13 @@ impl Log {
     }
 
     fn check_disk_reserve(&self) -> Result<()> {
-        let reserve = self.shared.options.disk_reserve_bytes;
+        self.check_free_space(1)
+    }
+
+    /// Refuses (with [`Error::DiskNearlyFull`]) when free space is below
+    /// `factor` times the disk reserve; nothing is written either way.
+    pub(crate) fn check_free_space(&self, factor: u64) -> Result<()> {
+        let reserve = self.shared.options.disk_reserve_bytes.saturating_mul(factor);
         if reserve == 0 {
             return Ok(());
         }

@@ -52,6 +52,10 @@ pub const BATCH_BYTES_MAX: u64 = 64 << 20;
 pub const UNSYNCED_BYTES_MAX: u64 = 64 << 20;
 /// Appends waiting for a sync, at most; further appenders wait.
 pub const PENDING_APPENDS_MAX: usize = 64 << 10;
+/// Client writes are refused while free space is below this many times
+/// the disk reserve (see [`Log::check_room_for_clients`]).
+pub const CLIENT_RESERVE_FACTOR: u64 = 2;
+
 /// Default free-space reserve: appends are refused below it.
 pub const DISK_RESERVE_BYTES_DEFAULT: u64 = 256 << 20;
 /// How long the log must be idle before the flusher brings the on-disk
@@ -201,6 +205,36 @@ pub struct LogStats {
     pub commit_syncs: u64,
     /// Records acknowledged durable since open.
     pub records_acknowledged: u64,
+    /// How long those syncs took: counts per bucket of
+    /// [`SYNC_LATENCY_BOUNDS_MICROS`], plus one last bucket for longer.
+    pub sync_latency_counts: Vec<u64>,
+    /// The syncs' total time, in microseconds.
+    pub sync_micros_total: u64,
+}
+
+/// Upper bounds, in microseconds, of the buckets that count how long a
+/// commit's `fdatasync` took: powers of two from 16 µs to about a second.
+pub const SYNC_LATENCY_BOUNDS_MICROS: [u64; 17] = [
+    16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16_384, 32_768, 65_536, 131_072, 262_144, 524_288, 1_048_576,
+];
+
+/// Counts commit syncs by how long they took (see [`LogStats`]).
+#[derive(Debug, Default)]
+pub(crate) struct SyncLatency {
+    counts: [AtomicU64; SYNC_LATENCY_BOUNDS_MICROS.len() + 1],
+    micros_total: AtomicU64,
+}
+
+impl SyncLatency {
+    pub(crate) fn record(&self, micros: u64) {
+        let bucket = SYNC_LATENCY_BOUNDS_MICROS.partition_point(|&bound| bound < micros);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.micros_total.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn counts(&self) -> Vec<u64> {
+        self.counts.iter().map(|count| count.load(Ordering::Relaxed)).collect()
+    }
 }
 
 /// What readers see: the segments and where the log starts and ends.
@@ -234,6 +268,7 @@ struct Shared {
     report: RecoveryReport,
     decompressed: Mutex<Vec<(u64, Arc<dyn ReadMap>)>>,
     commit_syncs: AtomicU64,
+    sync_latency: SyncLatency,
     records_acknowledged: AtomicU64,
     _lock: Option<Box<dyn LockGuard>>,
 }
@@ -325,6 +360,7 @@ impl Log {
             report: recovered.report,
             decompressed: Mutex::new(Vec::new()),
             commit_syncs: AtomicU64::new(0),
+            sync_latency: SyncLatency::default(),
             records_acknowledged: AtomicU64::new(0),
             _lock: lock,
         };
@@ -441,6 +477,15 @@ impl Log {
     }
 
     /// Counters and sizes.
+    /// Whether there is room for new client writes: free space at least
+    /// [`CLIENT_RESERVE_FACTOR`] times the disk reserve. A service refuses
+    /// client writes below it, so that the appends that must go through
+    /// (a follower's replication, a leader's own entries) still find the
+    /// reserve free. Reads the free space; writes nothing.
+    pub fn check_room_for_clients(&self) -> Result<()> {
+        self.check_free_space(CLIENT_RESERVE_FACTOR)
+    }
+
     pub fn stats(&self) -> LogStats {
         let view = self.view();
         let file_bytes = view
@@ -463,6 +508,8 @@ impl Log {
             next_index: view.next_index,
             file_bytes,
             commit_syncs: self.shared.commit_syncs.load(Ordering::Relaxed),
+            sync_latency_counts: self.shared.sync_latency.counts(),
+            sync_micros_total: self.shared.sync_latency.micros_total.load(Ordering::Relaxed),
             records_acknowledged: self.shared.records_acknowledged.load(Ordering::Relaxed),
         }
     }
