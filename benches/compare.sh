@@ -65,7 +65,9 @@
 # batched runs), BATCH_CLIENTS (16), BATCH_INFLIGHT (4), SKIP_INSTALL=1
 # (use what is installed), SKIP_BUILD=1, KEEP_TMP=1, NO_DOC=1 (do not
 # touch BENCHMARKS.md), PERF=1 (record a CPU profile of the farmlog nodes
-# during the 64-client run, when `perf` is installed).
+# during the 64-client run, when `perf` is installed), ONLY="farmlog etcd"
+# (measure only these of farmlog, etcd, nats-deb, nats-pypi,
+# nats-pypi-sync; every cluster is still started).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -405,6 +407,13 @@ SYSTEMS=(farmlog)
 for variant in "${NATS_VARIANTS[@]}"; do
   SYSTEMS+=("${variant%% *}")
 done
+if [ -n "${ONLY:-}" ]; then
+  chosen=()
+  for system in "${SYSTEMS[@]}"; do
+    case " $ONLY " in *" $system "*) chosen+=("$system") ;; esac
+  done
+  SYSTEMS=("${chosen[@]}")
+fi
 
 for clients in $CLIENTS; do
   for system in "${SYSTEMS[@]}"; do
@@ -415,7 +424,7 @@ for clients in $CLIENTS; do
       PIDS+=("$PERF_PID")
       run_system "$system" "$clients" "$INFLIGHT" 1
       wait "$PERF_PID" || true
-      perf report -i "$TMP/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 1 \
+      perf report -i "$TMP/perf.data" --stdio --no-children --sort dso,symbol -g none --percent-limit 0.3 \
         >"$REPO/target/compare-perf.txt" 2>/dev/null || true
       log "CPU profile of the farmlog nodes: target/compare-perf.txt"
     else

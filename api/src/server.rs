@@ -196,7 +196,20 @@ pub async fn serve(
         None => None,
     };
     let _ticker = AbortOnDrop(tokio::spawn(crate::ticker::run(context.clone())));
-    let server = router.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), {
+    // tonic ignores its own `tcp_nodelay` for a listener handed in, so it
+    // is set here on each accepted connection: with Nagle's algorithm on,
+    // a small answer waits for the peer's delayed ACK (40 ms on Linux),
+    // longer than openraft 0.9 gives an AppendEntries (3/4 of the
+    // heartbeat interval), and each such timeout stalls replication to
+    // that follower for openraft's backoff.
+    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |accepted| {
+        accepted.inspect(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::warn!(%error, "TCP_NODELAY could not be set; answers on this connection may be delayed");
+            }
+        })
+    });
+    let server = router.serve_with_incoming_shutdown(incoming, {
         let stop = stop.clone();
         async move { stop.notified().await }
     });

@@ -43,8 +43,11 @@ use crate::entry;
 use crate::meta::{MetaFile, RaftMeta};
 use crate::{Entry, NodeId, TypeConfig};
 
-/// Most bytes of entries returned by one read: replication to a lagging
-/// follower sends them in pieces no larger than this.
+/// Most bytes of entries one replication read returns
+/// (`limited_get_log_entries`): a lagging follower is sent its entries in
+/// pieces no larger than this (plus one entry). Other reads return the
+/// whole range asked for: openraft 0.9 applies committed entries with
+/// `get_log_entries`, which fails (and stops Raft) on a shorter answer.
 pub const READ_BYTES_MAX: u64 = 16 << 20;
 
 /// How much committed history the engine keeps behind openraft's purge
@@ -365,10 +368,16 @@ fn log_time_before(log: &Log, first: u64, end: u64) -> Option<u64> {
     })
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
+impl LogStore {
+    /// The visible entries of `range` (above the purge point), in order,
+    /// until `bytes_max` bytes of records have been read (the entry that
+    /// crosses it included). The error is openraft's own type, as its
+    /// reader methods return it.
+    #[allow(clippy::result_large_err)]
+    fn read_entries<RB: RangeBounds<u64>>(
+        &self,
         range: RB,
+        bytes_max: u64,
     ) -> Result<Vec<Entry>, StorageError<NodeId>> {
         let visible = self.meta().last_purged.map_or(0, |purged| purged.index + 1);
         let start = match range.start_bound() {
@@ -391,11 +400,28 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let record = record.map_err(read_error)?;
             bytes += record.framed_len();
             entries.push(entry::from_record(record).map_err(read_error)?);
-            if bytes >= READ_BYTES_MAX {
+            if bytes >= bytes_max {
                 break;
             }
         }
         Ok(entries)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    /// Every visible entry of `range`: openraft 0.9 reads the entries it
+    /// applies through this, and refuses a shorter answer.
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError<NodeId>> {
+        self.read_entries(range, u64::MAX)
+    }
+
+    /// Replication's read: at most [`READ_BYTES_MAX`] bytes (plus the entry
+    /// that crosses it), never empty for a range with a visible entry.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError<NodeId>> {
+        self.read_entries(start..end, READ_BYTES_MAX)
     }
 }
 

@@ -22,6 +22,7 @@
 //! | request meant for another node id                      | `FAILED_PRECONDITION` | network error                      |
 //! | request that does not decode, or entries with a gap    | `INVALID_ARGUMENT`    | network error                      |
 //! | Raft stopped, or its storage failed (`Fatal`)          | `UNAVAILABLE`         | unreachable: openraft backs off    |
+//! | no answer within the caller's deadline                 | `DEADLINE_EXCEEDED`   | network error: retried, no backoff |
 //! | snapshot chunk of another stream (`SnapshotMismatch`)  | `ABORTED`             | remote error: resend from offset 0 |
 //! | `Elect` on a fenced node                               | `FAILED_PRECONDITION` | network error                      |
 //! | `Status` when the node cannot read its own log         | `INTERNAL`            | network error                      |
