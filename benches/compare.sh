@@ -67,7 +67,8 @@
 # touch BENCHMARKS.md), PERF=1 (record a CPU profile of the farmlog nodes
 # during the 64-client run, when `perf` is installed), ONLY="farmlog etcd"
 # (measure only these of farmlog, etcd, nats-deb, nats-pypi,
-# nats-pypi-sync; every cluster is still started).
+# nats-pypi-sync; every cluster is still started), SCRIPT_BUDGET_SECONDS
+# (840: no run starts past it; see below).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -81,8 +82,11 @@ BATCH=${BATCH:-100}
 BATCH_CLIENTS=${BATCH_CLIENTS:-16}
 BATCH_INFLIGHT=${BATCH_INFLIGHT:-4}
 # Bounds: one run may take its warm-up and window, plus this much to
-# connect, find the leader and drain.
-RUN_SLACK_SECONDS=90
+# connect, find the leader and drain; no run starts once the script has
+# used SCRIPT_BUDGET_SECONDS minus one run's bound (the rest are reported
+# as skipped), so the whole script ends within the budget plus clean-up.
+RUN_SLACK_SECONDS=60
+SCRIPT_BUDGET_SECONDS=${SCRIPT_BUDGET_SECONDS:-840}
 # Waiting for a cluster to come up.
 START_WAIT_SECONDS=60
 # Waiting for a process to stop after SIGTERM, before SIGKILL.
@@ -116,6 +120,10 @@ stop_pid() {
 cleanup() {
   local status=$?
   set +e
+  # Asked to stop all at once, then waited for one by one.
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null
+  done
   for pid in "${PIDS[@]}"; do
     stop_pid "$pid"
   done
@@ -369,8 +377,15 @@ measure() {
   shift 4
   local out="$TMP/run-$label-$clients-$inflight-$batch.txt" batch_args=()
   [ "$batch" -gt 1 ] && batch_args=(--batch "$batch")
+  local bound=$((WARMUP + DURATION + RUN_SLACK_SECONDS))
+  if [ $((SECONDS + bound)) -gt "$SCRIPT_BUDGET_SECONDS" ]; then
+    log "$label: skipped, the script's time budget (${SCRIPT_BUDGET_SECONDS}s) is used up"
+    printf '{"label": "%s", "clients": %s, "inflight": %s, "batch": %s, "failed": true, "why": "skipped: time budget"}\n' \
+      "$label" "$clients" "$inflight" "$batch" >>"$RESULTS"
+    return 0
+  fi
   log "$label: $clients clients × $inflight in flight × $batch per request"
-  if timeout $((WARMUP + DURATION + RUN_SLACK_SECONDS)) "$@" --clients "$clients" --inflight "$inflight" \
+  if timeout "$bound" "$@" --clients "$clients" --inflight "$inflight" \
     --size "$SIZE" --duration "$DURATION" --warmup "$WARMUP" "${batch_args[@]}" >"$out" 2>"$out.err"; then
     tail -1 "$out" | python3 -c '
 import json, sys
@@ -494,7 +509,7 @@ for key in sorted(groups, key=lambda key: (key[2] > 1, key[0], key[1])):
         label = row["label"]
         name = NAMES.get(label, label)
         if row.get("failed"):
-            lines.append(f"| {shape} | {name} | {DURABILITY.get(label, '')} | failed | | | | | | | |")
+            lines.append(f"| {shape} | {name} | {DURABILITY.get(label, '')} | {row.get('why', 'failed')} | | | | | | | |")
             continue
         ratio = latency = "—"
         if farmlog is not None and label != "farmlog":
